@@ -1,0 +1,133 @@
+"""Dilated ResNet backbones with torchvision's parameter names.
+
+Parameter names follow ``torchvision.models.resnet`` (``conv1``, ``bn1``, ``layer1``…``layer4``,
+``downsample.0/1``), so torchvision's ImageNet weights load by name. A dilated ResNet (Yu & Koltun;
+DeepLab) trades the strides of the last stages for dilations: output stride 8 keeps layer3 and
+layer4 at 1/8 of the input with dilations 2 and 4, so the receptive field keeps growing while
+the feature map stays large enough for dense prediction.
+
+``"tiny"`` is this project's narrow ResNet-18-style net (widths 16, 32, 64, 128) that trains on
+two CPU cores in minutes; it is not an ImageNet model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3×3 conv), as torchvision and the official code."""
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+# name -> (block, blocks per stage, stage widths)
+ARCHS = {
+    "tiny": (BasicBlock, (2, 2, 2, 2), (16, 32, 64, 128)),
+    "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), (64, 128, 256, 512)),
+}
+
+
+class ResNet(nn.Module):
+    """Dilated ResNet returning the layer4 feature map (B, C_out, H0/os, W0/os).
+
+    Parameters
+    ----------
+    name : one of :data:`ARCHS`.
+    output_stride : 8, 16 or 32. Stages past that stride keep stride 1 and dilate instead.
+    multi_grid : dilations of layer4's blocks, e.g. (4, 8, 16) (official Cityscapes recipe);
+        needs output_stride 8 and one entry per layer4 block.
+    dilated : with False, stages past the output stride keep stride 1 but no dilation -- a
+        backbone with a deliberately short receptive field (used by the built-in dataset's study).
+    """
+
+    def __init__(self, name: str = "resnet50", output_stride: int = 8, multi_grid=None, dilated: bool = True):
+        super().__init__()
+        if name not in ARCHS:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(ARCHS)}")
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        block, layers, widths = ARCHS[name]
+        if multi_grid is not None and (output_stride != 8 or len(multi_grid) != layers[3]):
+            raise ValueError(f"multi_grid {tuple(multi_grid)} needs output_stride 8 and {layers[3]} "
+                             f"entries for {name}'s layer4")
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        # stride and dilation of layer3 and layer4 (the stem and layer2 bring the stride to 8)
+        s3, s4 = {8: (1, 1), 16: (2, 1), 32: (2, 2)}[output_stride]
+        d3 = 2 if s3 == 1 else 1
+        d4 = 2 * d3 if s4 == 1 else d3
+        if not dilated:
+            d3 = d4 = 1
+        self.layer1 = self._make_layer(block, widths[0], 1, [1] * layers[0])
+        self.layer2 = self._make_layer(block, widths[1], 2, [1] * layers[1])
+        # the first block of a stage keeps the previous stage's dilation (torchvision's convention)
+        self.layer3 = self._make_layer(block, widths[2], s3, [1] + [d3] * (layers[2] - 1))
+        grid4 = list(multi_grid) if multi_grid is not None else [d3] + [d4] * (layers[3] - 1)
+        self.layer4 = self._make_layer(block, widths[3], s4, grid4)
+        self.out_channels = widths[3] * block.expansion
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block, planes, stride, dilations):
+        """One stage: len(dilations) blocks, the first with ``stride``."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, dilations[0], downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, 1, d) for d in dilations[1:]]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))    # (B, w0, H0/4, W0/4)
+        x = self.layer2(self.layer1(x))                         # (B, w1·e, H0/8, W0/8)
+        return self.layer4(self.layer3(x))                      # (B, w3·e, H0/os, W0/os)

@@ -1,0 +1,87 @@
+"""DANet: dilated ResNet + DANet head, logits upsampled to the input size (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from danet.backbone import ARCHS, ResNet
+from danet.head import ATTENTIONS, DANetHead
+
+
+class DANet(nn.Module):
+    """Dual Attention Network for semantic segmentation.
+
+    Parameters
+    ----------
+    num_classes : K.
+    backbone : ``"tiny" | "resnet18" | "resnet34" | "resnet50" | "resnet101"``.
+    output_stride : 8 (the paper), 16 or 32.
+    multi_grid : layer4 dilations, e.g. (4, 8, 16) as in the official Cityscapes recipe.
+    attention : ``"both"`` (DANet), ``"pam"``, ``"cam"`` or ``"none"`` (dilated FCN baseline).
+    cam_variant : ``"official"`` (released code) or ``"paper"`` (eq. 3 as printed).
+    pretrained_backbone : path or URL of a torchvision ResNet ``state_dict`` (``fc.*`` ignored);
+        every other key and shape must match, or loading is refused with the list of mismatches.
+    align_corners : bilinear upsampling convention; True as in the official code.
+    dilated : False keeps output stride 8 without dilation (a short receptive field).
+    pam_chunk_size : query-block size for memory-bounded position attention (None: explicit).
+
+    Forward returns a tuple of logits (B, K, H0, W0): ``(fused, pam, cam)`` for ``"both"``,
+    a 1-tuple for the others (``(pam,)``, ``(cam,)``, ``(fcn,)``). Element 0 is what evaluation
+    uses; the training loss is the sum of the cross-entropies of all elements.
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
+                 multi_grid=None, attention: str = "both", cam_variant: str = "official",
+                 pretrained_backbone: str | None = None, align_corners: bool = True,
+                 dilated: bool = True, pam_chunk_size: int | None = None):
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"DANet: attention must be one of {ATTENTIONS}, got {attention!r}")
+        if backbone not in ARCHS:
+            raise ValueError(f"DANet: unknown backbone {backbone!r}; choose one of {sorted(ARCHS)}")
+        self.align_corners = align_corners
+        self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated)  # official prefix
+        self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
+                              attention=attention, pam_chunk_size=pam_chunk_size)
+        if pretrained_backbone:
+            load_backbone(self.pretrained, pretrained_backbone)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map A (B, C, H0/os, W0/os), the head's input."""
+        return self.pretrained(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        size = x.shape[2:]
+        outputs = self.head(self.pretrained(x))                           # each (B, K, H, W)
+        return tuple(F.interpolate(o, size, mode="bilinear", align_corners=self.align_corners)
+                     for o in outputs)                                    # each (B, K, H0, W0)
+
+
+def load_backbone(backbone: nn.Module, source: str) -> None:
+    """Load torchvision ResNet weights from a file or URL into ``backbone``, refusing mismatches."""
+    if "://" in source:
+        state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
+    else:
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"pretrained_backbone: file '{source}' does not exist")
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("pretrained."): v for k, v in state.items() if not k.startswith("fc.")}
+    load_state_dict_strict(backbone, state, where=f"pretrained_backbone '{source}'")
+
+
+def load_state_dict_strict(module: nn.Module, state: dict, where: str) -> None:
+    """Copy ``state`` into ``module`` only if every key and shape matches; else list every mismatch."""
+    own = module.state_dict()
+    problems = [f"missing '{k}'" for k in own if k not in state]
+    problems += [f"unexpected '{k}'" for k in state if k not in own]
+    problems += [f"'{k}' has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        raise ValueError(f"{where} does not match the model ({len(problems)} problems): " + "; ".join(problems))
+    module.load_state_dict(state)

@@ -1,0 +1,1 @@
+"""Luigi pipeline: data -> training -> evaluation -> NumPy export -> reference check -> ablation -> report."""

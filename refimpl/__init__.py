@@ -1,0 +1,28 @@
+"""Pure-NumPy forward reference of DANet's dual attention (Fu et al., CVPR 2019, arXiv:1809.02983).
+
+This package is the readable specification of the project: it imports NumPy and nothing else.
+Every function mirrors a module of the authors' released code (github.com/junfu1115/DANet):
+
+- :func:`softmax`                 -- ``nn.Softmax(dim=-1)``
+- :func:`position_attention`      -- ``PAM_Module``  (Sec. 3.2 of the paper)
+- :func:`channel_attention`       -- ``CAM_Module``  (Sec. 3.3 of the paper)
+- :func:`danet_head`              -- ``DANetHead``   (Sec. 3.4 of the paper)
+- :func:`load_npz`, :func:`check_weights` -- weights keyed by the torch ``state_dict`` names.
+"""
+
+from refimpl.attention import channel_attention, position_attention, softmax
+from refimpl.head import batch_norm, conv2d, danet_head, head_weight_shapes
+from refimpl.weights import WeightError, check_weights, load_npz
+
+__all__ = [
+    "softmax",
+    "position_attention",
+    "channel_attention",
+    "danet_head",
+    "conv2d",
+    "batch_norm",
+    "head_weight_shapes",
+    "load_npz",
+    "check_weights",
+    "WeightError",
+]
