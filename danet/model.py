@@ -83,5 +83,6 @@ def load_state_dict_strict(module: nn.Module, state: dict, where: str) -> None:
     problems += [f"'{k}' has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
                  for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if problems:
-        raise ValueError(f"{where} does not match the model ({len(problems)} problems): " + "; ".join(problems))
+        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+        raise ValueError(f"{where} does not match the model ({len(problems)} problems): " + "; ".join(shown))
     module.load_state_dict(state)

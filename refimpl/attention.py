@@ -18,7 +18,7 @@ import numpy as np
 
 from refimpl.weights import check_weights
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     """Numerically stable softmax along ``axis``.
 
     .. math:: \\mathrm{softmax}(x)_j = \\frac{\\exp(x_j - m)}{\\sum_k \\exp(x_k - m)},
@@ -32,6 +32,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     ----------
     x : ndarray of floats, any shape.
     axis : the axis that sums to one.
+    out : optional array to write into; ``out=x`` computes in place (no N x N temporary, which
+        matters for the PAM's attention matrix).
 
     Returns
     -------
@@ -40,9 +42,9 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"softmax expects a floating-point array, got dtype {x.dtype}")
-    e = x - x.max(axis=axis, keepdims=True)
+    e = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)  # every exponent <= 0
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e *= 1 / e.sum(axis=axis, keepdims=True)                       # one reciprocal per row
     return e
 
 
@@ -136,13 +138,15 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
 
     if chunk_size is None:
         energy = BqT @ Ck                                  # (B, N, N)  energy_ij = B_i . C_j
-        S = softmax(energy, axis=-1)                       # (B, N, N)  rows sum to 1
+        # rows sum to 1; in place unless the caller wants to see the energy too
+        S = softmax(energy, axis=-1, out=None if return_intermediates else energy)  # (B, N, N)
         E = Dv @ S.transpose(0, 2, 1)                      # (B, C, N)  E_i = sum_j s_ij D_j
     else:
         E = np.empty_like(Dv)                              # (B, C, N)
         for i0 in range(0, N, chunk_size):
             i1 = min(i0 + chunk_size, N)
-            S_blk = softmax(BqT[:, i0:i1] @ Ck, axis=-1)   # (B, n, N)  rows i0..i1 of S, complete
+            S_blk = BqT[:, i0:i1] @ Ck                     # (B, n, N)  rows i0..i1 of the energy
+            softmax(S_blk, axis=-1, out=S_blk)             # (B, n, N)  rows i0..i1 of S, complete
             E[:, :, i0:i1] = Dv @ S_blk.transpose(0, 2, 1)  # (B, C, n)
 
     out = (gamma * E + A).reshape(nb, C, H, W)             # (B, C, H, W)
