@@ -30,8 +30,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 test: venv
-	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=120 -p no:randomly
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=120
 
 test-fast: venv
 	$(PY) -m pytest tests -x -q -m "not slow"
