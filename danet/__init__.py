@@ -4,7 +4,7 @@ from danet.attention import ChannelAttention, PositionAttention
 from danet.backbone import ResNet
 from danet.export import export_npz, state_dict_to_numpy
 from danet.head import DANetHead
-from danet.model import DANet, load_state_dict_strict
+from danet.model import DANet, load_state_dict_strict, receptive_field
 
 __all__ = ["PositionAttention", "ChannelAttention", "DANetHead", "DANet", "ResNet",
-           "state_dict_to_numpy", "export_npz", "load_state_dict_strict"]
+           "state_dict_to_numpy", "export_npz", "load_state_dict_strict", "receptive_field"]

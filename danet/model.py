@@ -86,3 +86,39 @@ def load_state_dict_strict(module: nn.Module, state: dict, where: str) -> None:
         shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
         raise ValueError(f"{where} does not match the model ({len(problems)} problems): " + "; ".join(shown))
     module.load_state_dict(state)
+
+
+def receptive_field(model: DANet) -> dict:
+    """Theoretical receptive field of the model's local (FCN) path, in input pixels.
+
+    Walks the convolutions and poolings along the main path in forward order (the 1×1
+    ``downsample`` shortcuts add nothing and are skipped) with the usual recursion
+
+        r ← r + (k − 1)·d·j,    j ← j·s        (kernel k, dilation d, stride s; r = j = 1 at the input)
+
+    then the head's two 3×3 convolutions (conv5a, conv51), and finally the bilinear upsampling of
+    the logits, whose output pixel mixes two neighbouring feature cells j pixels apart (+ j).
+    The attention modules are global and are not counted: this is what the FCN baseline sees.
+
+    Returns ``{"receptive_field": r, "jump": j, "layers": [(name, k, d, s, r), ...]}``.
+    """
+    r, j, layers = 1, 1, []
+
+    def step(name, k, d, s):
+        nonlocal r, j
+        r += (k - 1) * d * j
+        j *= s
+        layers.append((name, k, d, s, r))
+
+    for name, m in model.pretrained.named_modules():
+        if "downsample" in name:
+            continue
+        if isinstance(m, nn.Conv2d):
+            step(name, m.kernel_size[0], m.dilation[0], m.stride[0])
+        elif isinstance(m, nn.MaxPool2d):
+            step(name, m.kernel_size, m.dilation, m.stride)
+    step("head.conv5a", 3, 1, 1)
+    step("head.conv51", 3, 1, 1)
+    r += j
+    layers.append(("upsample", 2, 1, 1, r))
+    return {"receptive_field": r, "jump": j, "layers": layers}

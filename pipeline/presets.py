@@ -1,0 +1,70 @@
+"""Training and evaluation presets, chosen by one name.
+
+``cpu`` (default) and ``smoke`` are this project's, for the built-in dataset on a laptop CPU;
+``cityscapes`` and ``voc`` are the paper's recipes as the authors' released code ran them
+(ResNet-101, output stride 8, multi-grid (4, 8, 16), batch 8, crop 768 / 512, SGD momentum 0.9,
+lr 0.003 with the head at 10x, poly decay 0.9, weight decay 1e-4, 1:1:1 losses, random scale in
+[0.75, 2.0], random crop and flip; evaluation with a sliding window and flip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dataset: str                       # default dataset for this preset
+    backbone: str = "tiny"
+    output_stride: int = 8
+    multi_grid: tuple | None = None
+    dilated: bool = True
+    pretrained_backbone: str | None = None
+    iterations: int = 1000
+    batch_size: int = 8
+    crop_size: int | None = None       # square random crop; None trains on whole images
+    scale_range: tuple | None = None   # random rescale of the image before the crop
+    flip: bool = True
+    lr: float = 0.01
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    checkpoint_every: int = 250
+    log_every: int = 10
+    num_workers: int = 0
+    amp: bool = True                   # mixed precision, used on CUDA only
+    sync_bn: bool = False
+    eval_mode: str = "whole"           # "whole" or "sliding"
+    eval_crop: int | None = None
+    eval_stride: int | None = None
+    eval_flip: bool = False
+    eval_scales: tuple = (1.0,)
+    synthetic: dict = dataclasses.field(default_factory=dict)  # built-in dataset size
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "cpu": Preset(name="cpu", dataset="synthetic", iterations=600, batch_size=8, lr=0.01,
+                  checkpoint_every=200, synthetic={"n_train": 400, "n_val": 100}),
+    "smoke": Preset(name="smoke", dataset="synthetic", iterations=6, batch_size=2, lr=0.01,
+                    checkpoint_every=3, log_every=1, synthetic={"n_train": 8, "n_val": 4}),
+    "cityscapes": Preset(name="cityscapes", dataset="cityscapes", backbone="resnet101", multi_grid=(4, 8, 16),
+                         iterations=89_000, batch_size=8, crop_size=768, scale_range=(0.75, 2.0), lr=0.003,
+                         checkpoint_every=2000, log_every=20, num_workers=8, sync_bn=True,
+                         eval_mode="sliding", eval_crop=768, eval_stride=512, eval_flip=True),
+    "voc": Preset(name="voc", dataset="voc2012", backbone="resnet101", multi_grid=(4, 8, 16),
+                  iterations=30_000, batch_size=8, crop_size=512, scale_range=(0.75, 2.0), lr=0.003,
+                  checkpoint_every=2000, log_every=20, num_workers=8, sync_bn=True,
+                  eval_mode="sliding", eval_crop=512, eval_stride=341, eval_flip=True),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,125 @@
+"""The built-in dataset: "keyed shapes", where a pixel's class depends on a cue out of local reach.
+
+Each scene is a wide strip (64 x 512 by default) of textured gray background. At one end (left or
+right, at random) sits a small coloured square, the *key*: red or blue. At the far end sit one to
+three gray shapes (discs and squares, all the same gray). A shape's class is decided by the key's
+colour alone -- "red-keyed shape" or "blue-keyed shape" -- and nothing about the shape itself
+tells the two apart. Classes: 0 background, 1 red-keyed shape, 2 blue-keyed shape, 3 key.
+
+Why it makes DANet's point. Every shape pixel lies farther from every key pixel than half the
+receptive field of the dilated-FCN baseline (see :func:`fcn_receptive_field`), so a model that
+sees only locally cannot know the key's colour and must guess: about half its shape pixels are
+wrong. Attention is global: PAM can look at the key's position, CAM's A·Aᵀ sums over all
+positions and so carries the key's colour to every pixel.
+
+Generation is deterministic for a seed (NumPy's PCG64) and takes seconds. Files are written in a
+SegNet-like layout that the loaders read like any other dataset::
+
+    root/images/{train,val}/000000.png     RGB
+    root/labels/{train,val}/000000.png     class indices (uint8)
+    root/{train,val}.txt                   "images/train/000000.png labels/train/000000.png"
+    root/meta.json                          parameters, class names, receptive-field figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.datasets import SegmentationDataset, _read_split_file
+
+CLASS_NAMES = ("background", "red-keyed shape", "blue-keyed shape", "key")
+KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> key colour (RGB)
+SHAPE_GRAY = 150
+KEY_SIZE = 16
+
+
+def render_scene(rng: np.random.Generator, height: int = 64, width: int = 512,
+                 min_distance: int = 220) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
+
+    Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
+    every key pixel.
+    """
+    # background: mid gray with per-pixel noise and a smooth horizontal shading
+    shade = np.linspace(-15, 15, width)[None, :] * rng.uniform(-1, 1)
+    image = 110 + shade + rng.normal(0, 12, (height, width))
+    image = np.repeat(image[:, :, None], 3, axis=2)                       # (H, W, 3)
+    label = np.zeros((height, width), np.uint8)                           # (H, W)
+
+    shape_class = int(rng.integers(1, 3))                                 # 1 red key, 2 blue key
+    key_left = bool(rng.integers(0, 2))
+    kx = int(rng.integers(2, 12))
+    kx = kx if key_left else width - KEY_SIZE - kx
+    ky = int(rng.integers(2, height - KEY_SIZE - 2))
+    image[ky:ky + KEY_SIZE, kx:kx + KEY_SIZE] = KEY_COLOURS[shape_class]
+    label[ky:ky + KEY_SIZE, kx:kx + KEY_SIZE] = 3
+
+    # shapes live in the far zone: x such that |x - any key pixel| >= min_distance
+    zone = (kx + KEY_SIZE - 1 + min_distance, width - 2) if key_left else (2, kx - min_distance)
+    if zone[1] - zone[0] < 24:
+        raise ValueError(f"render_scene: width {width} leaves no room for shapes at distance {min_distance}")
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(int(rng.integers(1, 4))):
+        r = int(rng.integers(7, 13))
+        cx = int(rng.integers(zone[0] + r, zone[1] - r + 1))
+        cy = int(rng.integers(r + 1, height - r - 1))
+        if rng.integers(0, 2):
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r                # disc
+        else:
+            mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)               # square
+        image[mask] = SHAPE_GRAY + rng.normal(0, 6, (int(mask.sum()), 1))
+        label[mask] = shape_class
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def generate(root: str, *, n_train: int = 800, n_val: int = 200, seed: int = 0, height: int = 64,
+             width: int = 512, min_distance: int = 220, progress: bool = False) -> dict:
+    """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        os.makedirs(os.path.join(root, "images", split), exist_ok=True)
+        os.makedirs(os.path.join(root, "labels", split), exist_ok=True)
+        lines = []
+        for i in range(n):
+            image, label = render_scene(rng, height, width, min_distance)
+            img_rel = f"images/{split}/{i:06d}.png"
+            lbl_rel = f"labels/{split}/{i:06d}.png"
+            Image.fromarray(image).save(os.path.join(root, img_rel))
+            Image.fromarray(label).save(os.path.join(root, lbl_rel))
+            lines.append(f"{img_rel} {lbl_rel}\n")
+        with open(os.path.join(root, f"{split}.txt"), "w") as f:
+            f.writelines(lines)
+    meta = {"name": "keyed-shapes", "classes": list(CLASS_NAMES), "n_train": n_train, "n_val": n_val,
+            "seed": seed, "height": height, "width": width, "min_distance": min_distance}
+    with open(os.path.join(root, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+
+class KeyedShapes(SegmentationDataset):
+    """The built-in dataset as written by :func:`generate` (layout in the module docstring)."""
+
+    NUM_CLASSES = len(CLASS_NAMES)
+    CLASS_NAMES = CLASS_NAMES
+    SPLITS = ("train", "val")
+
+    def _split_source(self):
+        return self.root / f"{self.split}.txt"
+
+    def _list_samples(self):
+        pairs = [line.split() for line in _read_split_file(self._split_source())]
+        return [(self.root / p[0], self.root / p[1]) for p in pairs]
+
+    def map_label(self, raw):
+        return raw
+
+    @classmethod
+    def find_root(cls, data_root):
+        return Path(data_root) if (Path(data_root) / "meta.json").is_file() else None

@@ -1,0 +1,219 @@
+"""Training: SGD with poly decay, the head at 10x the backbone's rate, 1:1:1 losses, resumable.
+
+Determinism: every batch is a function of (seed, iteration) alone -- sample order from an
+epoch-seeded permutation, augmentation from a per-sample seed -- and the checkpoint carries the
+torch RNG state (dropout), so a run killed and resumed on the CPU ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from pipeline.datasets import IGNORE_INDEX, normalize, read_image, read_label
+
+PAD_RGB = (124, 116, 104)  # the ImageNet mean in uint8: zero after normalisation
+
+
+class AugmentedView(Dataset):
+    """Training view of a SegmentationDataset: item ``(index, sample_seed)`` -> augmented pair.
+
+    Random rescale (bilinear image, nearest label), pad to the crop (mean colour, ignore label),
+    random crop, random horizontal flip -- all drawn from ``sample_seed``.
+    """
+
+    def __init__(self, base, crop_size=None, scale_range=None, flip=True):
+        self.base, self.crop_size, self.scale_range, self.flip = base, crop_size, scale_range, flip
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, item):
+        index, sample_seed = item
+        rng = np.random.default_rng(sample_seed)
+        image_path, label_path = self.base.samples[index]
+        image = read_image(image_path)                                   # (H, W, 3) uint8
+        label = self.base.map_label(read_label(label_path)).astype(np.uint8)  # (H, W)
+        if self.scale_range:
+            s = rng.uniform(*self.scale_range)
+            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+        if self.crop_size:
+            c = self.crop_size
+            ph, pw = max(c - image.shape[0], 0), max(c - image.shape[1], 0)
+            if ph or pw:  # pad bottom/right: mean colour, ignored label
+                padded = np.empty((image.shape[0] + ph, image.shape[1] + pw, 3), np.uint8)
+                padded[:] = PAD_RGB
+                padded[:image.shape[0], :image.shape[1]] = image
+                image = padded
+                label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+            y = int(rng.integers(0, image.shape[0] - c + 1))
+            x = int(rng.integers(0, image.shape[1] - c + 1))
+            image, label = image[y:y + c, x:x + c], label[y:y + c, x:x + c]
+        if self.flip and rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return normalize(image), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+
+
+def batch_plan(n: int, batch_size: int, seed: int, start: int, stop: int):
+    """The batches of iterations [start, stop): lists of (index, sample_seed), a function of seed alone."""
+    perms = {}
+    for it in range(start, stop):
+        batch = []
+        for k in range(batch_size):
+            p = it * batch_size + k                   # position in the endless sample stream
+            epoch = p // n
+            if epoch not in perms:
+                perms = {epoch: np.random.default_rng([seed, epoch]).permutation(n)}
+            batch.append((int(perms[epoch][p % n]), (seed, p)))
+        yield batch
+
+
+def poly_lr(base: float, it: int, total: int, power: float) -> float:
+    """Poly decay: base · (1 − it/total)^power."""
+    return base * (1 - it / total) ** power
+
+
+def make_optimizer(model, preset):
+    """SGD, two parameter groups: backbone at lr, head at lr · head_lr_mult."""
+    head = [p for n, p in model.named_parameters() if not n.startswith("pretrained.")]
+    backbone = [p for n, p in model.named_parameters() if n.startswith("pretrained.")]
+    return torch.optim.SGD([{"params": backbone, "lr": preset.lr, "base_lr": preset.lr},
+                            {"params": head, "lr": preset.lr * preset.head_lr_mult,
+                             "base_lr": preset.lr * preset.head_lr_mult}],
+                           lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
+
+
+def segmentation_loss(outputs, target):
+    """Sum of the cross-entropies of every output (1:1:1 for DANet's fused, pam, cam)."""
+    terms = [F.cross_entropy(o.float(), target, ignore_index=IGNORE_INDEX) for o in outputs]
+    return sum(terms), [float(t.detach()) for t in terms]
+
+
+def _save_atomic(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(out_dir: str):
+    """The newest readable checkpoint in out_dir, skipping truncated ones. Returns (path, state) or (None, None)."""
+    for path in sorted(glob.glob(os.path.join(out_dir, "ckpt_*.pt")), reverse=True):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or corrupt file: say so and fall back to the previous one
+            print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); using an older one")
+    return None, None
+
+
+def gammas(model) -> dict:
+    """The learned attention scales: PAM's γ and CAM's β (None where the module is absent)."""
+    head = getattr(model, "module", model).head
+    return {"gamma_pam": head.sa.gamma.item() if hasattr(head, "sa") else None,
+            "beta_cam": head.sc.gamma.item() if hasattr(head, "sc") else None}
+
+
+def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | None = None,
+          progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train ``model`` on ``train_set`` (a SegmentationDataset) as ``preset`` says; resume if possible.
+
+    Writes ``out_dir/ckpt_XXXXXX.pt`` every ``preset.checkpoint_every`` iterations (the two newest
+    are kept), ``out_dir/metrics.jsonl`` (one JSON line per ``log_every`` iterations) and returns a
+    summary. ``stop_after`` ends early after that many iterations (for tests of resumption).
+    """
+    if preset.iterations < 1:
+        raise ValueError(f"preset {preset.name!r}: iterations must be >= 1, got {preset.iterations}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    os.makedirs(out_dir, exist_ok=True)
+    model.to(device)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    optimizer = make_optimizer(model, preset)
+    use_amp = preset.amp and device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start, seconds_before = 0, 0.0
+    path, state = latest_checkpoint(out_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start, seconds_before = int(state["iteration"]), float(state["seconds"])
+        print(f"resuming from {path} at iteration {start}")
+    log_path = os.path.join(out_dir, "metrics.jsonl")
+    _truncate_log(log_path, start)
+
+    total = preset.iterations
+    stop = total if stop_after is None else min(total, start + stop_after)
+    view = AugmentedView(train_set, preset.crop_size, preset.scale_range, preset.flip)
+    loader = DataLoader(view, batch_sampler=list(batch_plan(len(train_set), preset.batch_size, seed, start, stop)),
+                        num_workers=preset.num_workers, pin_memory=device.startswith("cuda"))
+    model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress, unit="it")
+    it = start
+    with open(log_path, "a") as log:
+        for images, labels in loader:
+            lr_scale = (1 - it / total) ** preset.poly_power
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                outputs = model(images)
+            loss, terms = segmentation_loss(outputs, labels)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"training {out_dir}: loss is {loss_value} at iteration {it + 1} "
+                    f"(terms {terms}); the last good checkpoint is {latest_checkpoint(out_dir)[0]}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            it += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            seconds = seconds_before + time.perf_counter() - t0
+            if it % preset.log_every == 0 or it == total:
+                log.write(json.dumps({"iteration": it, "loss": loss_value, "loss_terms": terms,
+                                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                                      **gammas(model)}) + "\n")
+                log.flush()
+            if it % preset.checkpoint_every == 0 or it == total:
+                _checkpoint(out_dir, model, optimizer, it, seconds)
+    bar.close()
+    return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
+            "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None, **gammas(model)}
+
+
+def _checkpoint(out_dir, model, optimizer, it, seconds):
+    _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
+                  "seconds": seconds, "torch_rng": torch.get_rng_state()},
+                 os.path.join(out_dir, f"ckpt_{it:06d}.pt"))
+    for old in sorted(glob.glob(os.path.join(out_dir, "ckpt_*.pt")))[:-2]:
+        os.remove(old)
+
+
+def _truncate_log(log_path, iteration):
+    """Drop log lines past ``iteration`` (written after the checkpoint we resume from)."""
+    if not os.path.exists(log_path):
+        return
+    with open(log_path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["iteration"] <= iteration]
+    tmp = log_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, log_path)
