@@ -39,8 +39,8 @@ SHAPE_GRAY = 150
 KEY_SIZE = 16
 
 
-def render_scene(rng: np.random.Generator, height: int = 64, width: int = 512,
-                 min_distance: int = 220) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, height: int = 48, width: int = 320,
+                 min_distance: int = 220, key_size: tuple = (KEY_SIZE, KEY_SIZE)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
 
     Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
@@ -54,14 +54,15 @@ def render_scene(rng: np.random.Generator, height: int = 64, width: int = 512,
 
     shape_class = int(rng.integers(1, 3))                                 # 1 red key, 2 blue key
     key_left = bool(rng.integers(0, 2))
-    kx = int(rng.integers(2, 12))
-    kx = kx if key_left else width - KEY_SIZE - kx
-    ky = int(rng.integers(2, height - KEY_SIZE - 2))
-    image[ky:ky + KEY_SIZE, kx:kx + KEY_SIZE] = KEY_COLOURS[shape_class]
-    label[ky:ky + KEY_SIZE, kx:kx + KEY_SIZE] = 3
+    kh, kw = min(key_size[0], height), key_size[1]
+    kx = int(rng.integers(0, 6))
+    kx = kx if key_left else width - kw - kx
+    ky = int(rng.integers(0, height - kh + 1))
+    image[ky:ky + kh, kx:kx + kw] = KEY_COLOURS[shape_class]
+    label[ky:ky + kh, kx:kx + kw] = 3
 
     # shapes live in the far zone: x such that |x - any key pixel| >= min_distance
-    zone = (kx + KEY_SIZE - 1 + min_distance, width - 2) if key_left else (2, kx - min_distance)
+    zone = (kx + kw - 1 + min_distance, width - 2) if key_left else (2, kx - min_distance)
     if zone[1] - zone[0] < 24:
         raise ValueError(f"render_scene: width {width} leaves no room for shapes at distance {min_distance}")
     yy, xx = np.mgrid[0:height, 0:width]
@@ -78,8 +79,9 @@ def render_scene(rng: np.random.Generator, height: int = 64, width: int = 512,
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(root: str, *, n_train: int = 800, n_val: int = 200, seed: int = 0, height: int = 64,
-             width: int = 512, min_distance: int = 220, progress: bool = False) -> dict:
+def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 48,
+             width: int = 320, min_distance: int = 220, key_size: tuple = (KEY_SIZE, KEY_SIZE),
+             progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
@@ -87,7 +89,7 @@ def generate(root: str, *, n_train: int = 800, n_val: int = 200, seed: int = 0, 
         os.makedirs(os.path.join(root, "labels", split), exist_ok=True)
         lines = []
         for i in range(n):
-            image, label = render_scene(rng, height, width, min_distance)
+            image, label = render_scene(rng, height, width, min_distance, key_size)
             img_rel = f"images/{split}/{i:06d}.png"
             lbl_rel = f"labels/{split}/{i:06d}.png"
             Image.fromarray(image).save(os.path.join(root, img_rel))
@@ -96,7 +98,8 @@ def generate(root: str, *, n_train: int = 800, n_val: int = 200, seed: int = 0, 
         with open(os.path.join(root, f"{split}.txt"), "w") as f:
             f.writelines(lines)
     meta = {"name": "keyed-shapes", "classes": list(CLASS_NAMES), "n_train": n_train, "n_val": n_val,
-            "seed": seed, "height": height, "width": width, "min_distance": min_distance}
+            "seed": seed, "height": height, "width": width, "min_distance": min_distance,
+            "key_size": list(key_size)}
     with open(os.path.join(root, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta

@@ -1,0 +1,314 @@
+"""The HTML report (self-contained: figures embedded as PNG data URIs) and its JSON summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+# Paper, Table 1 (Cityscapes val, mIoU %): the ablation this pipeline repeats on its own data.
+PAPER_ABLATION = {
+    "backbone": "ResNet-50 (ResNet-101 in brackets)", "dataset": "Cityscapes val",
+    "none": {"miou": 70.03, "resnet101": 72.54}, "pam": {"miou": 75.74}, "cam": {"miou": 74.28},
+    "both": {"miou": 76.34, "resnet101": 77.57},
+}
+LABELS = {"none": "dilated FCN (no attention)", "pam": "PAM only", "cam": "CAM only", "both": "DANet (PAM + CAM)"}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _palette(k: int) -> np.ndarray:
+    cmap = plt.get_cmap("tab20" if k > 10 else "tab10")
+    return (np.array([cmap(i % cmap.N)[:3] for i in range(k)]) * 255).astype(np.uint8)
+
+
+def colorize(label: np.ndarray, k: int) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8; ignore (255) is black."""
+    out = np.zeros(label.shape + (3,), np.uint8)
+    pal = _palette(k)
+    valid = label < k
+    out[valid] = pal[label[valid]]
+    return out
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """Normalised (3, H, W) tensor -> (H, W, 3) float image in [0, 1]."""
+    x = image.permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(x, 0, 1)
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v, digits=3):
+    return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, int]]:
+    """Pixels whose attention rows are shown: on the built-in data a pixel of each keyed shape
+    (class 1 or 2); elsewhere a pixel of the rarest labelled class and the image centre."""
+    H, W = label.shape
+    classes = [1, 2] if synthetic else [c for c in np.unique(label) if c < k]
+    picks = []
+    if synthetic:
+        ys, xs = np.nonzero(np.isin(label, classes))
+        if len(ys):
+            i = np.argsort(xs)[len(xs) // 2]
+            picks.append((int(ys[i]), int(xs[i])))
+    elif classes:
+        rare = min(classes, key=lambda c: int((label == c).sum()))
+        ys, xs = np.nonzero(label == rare)
+        picks.append((int(ys[len(ys) // 2]), int(xs[len(xs) // 2])))
+    picks.append((H // 2, W // 2) if not picks else picks[-1])
+    return list(dict.fromkeys(picks))
+
+
+@torch.no_grad()
+def attention_figures(model, dataset, n_images: int, synthetic: bool):
+    """PAM attention of chosen query pixels over the image, and the CAM matrix."""
+    model.eval()
+    head = model.head
+    k = dataset.NUM_CLASSES
+    rows, cams, records = [], [], []
+    for i in range(min(n_images, len(dataset))):
+        image, label = dataset[i]
+        A = model.features(image[None])                              # (1, C_in, h, w)
+        feat1 = head.conv5a(A)                                       # (1, C_i, h, w)
+        h, w = feat1.shape[2:]
+        S = head.sa.attention(feat1)[0]                              # (N, N)
+        cams.append(head.sc.attention(head.conv5c(A))[0].numpy())   # (C_i, C_i)
+        H, W = label.shape
+        for (qy, qx) in query_pixels(label.numpy(), synthetic, k)[:1]:
+            q = min(qy * h // H, h - 1) * w + min(qx * w // W, w - 1)   # query's feature cell
+            amap = S[q].view(1, 1, h, w)                                  # (1, 1, h, w)
+            up = F.interpolate(amap, (H, W), mode="bilinear", align_corners=True)[0, 0].numpy()
+            rows.append((denormalize(image), label.numpy(), up, (qy, qx)))
+            top = int(S[q].argmax())
+            records.append({"image": i, "query_pixel": [qy, qx], "max_attention": float(S[q].max()),
+                            "argmax_cell": [top // w, top % w], "argmax_pixel_approx": [
+                                int((top // w + 0.5) * H / h), int((top % w + 0.5) * W / w)],
+                            "attention_on_class": _mass_per_class(up / up.sum(), label.numpy(), k)})
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 1.6 * len(rows) + 0.6), squeeze=False)
+    for r, (img, lbl, up, (qy, qx)) in enumerate(rows):
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_title("image (query pixel: white cross)", fontsize=9)
+        axes[r, 1].imshow(img)
+        axes[r, 1].imshow(up, cmap="inferno", alpha=0.65)
+        axes[r, 1].set_title("PAM attention row of the query pixel", fontsize=9)
+        for ax in axes[r]:
+            ax.plot([qx], [qy], marker="+", color="white", markersize=14, mew=2)
+            ax.axis("off")
+    pam_fig = _png(fig)
+    cam = np.mean(cams, axis=0)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    im = ax.imshow(cam, cmap="viridis")
+    ax.set_title(f"CAM attention (C×C = {cam.shape[0]}×{cam.shape[0]}), mean over {len(cams)} images", fontsize=9)
+    ax.set_xlabel("channel attended to")
+    ax.set_ylabel("channel")
+    fig.colorbar(im, ax=ax)
+    return pam_fig, _png(fig), records, cam
+
+
+def _mass_per_class(amap: np.ndarray, label: np.ndarray, k: int) -> dict:
+    """Share of the attention that falls on each class's pixels."""
+    return {str(c): float(amap[label == c].sum()) for c in range(k) if np.any(label == c)}
+
+
+def build_report(task) -> tuple[str, dict]:
+    """Everything the FullReport task shows, from the artifacts its requirements produced."""
+    from pipeline.tasks import ATTENTIONS, Evaluation, environment, load_dataset, load_trained, read_json
+
+    inputs = task.input()
+    data = read_json(inputs["data"])
+    preset = task.get_preset()
+    val = load_dataset(data, "val")
+    k, names = data["num_classes"], data["class_names"]
+    synthetic = data["dataset"] == "synthetic"
+    ablation = read_json(inputs["ablation"])["ablation"]
+    parity = read_json(inputs["parity"])
+    both_task = task.requires()["both"]
+    model = load_trained(both_task, read_json(inputs["both"]))
+    eval_both = read_json(Evaluation(**both_task.param_kwargs).output())
+    dirs = {a: Evaluation(**{**both_task.param_kwargs, "attention": a}).model_dir() for a in ATTENTIONS}
+    train_params = {a: read_json(os.path.join(d, "params.json")) for a, d in dirs.items()}
+    eval_params = {a: read_json(os.path.join(d, "eval.json")) for a, d in dirs.items()}
+    logs = {a: _read_jsonl(os.path.join(d, "metrics.jsonl")) for a, d in dirs.items()}
+    preds = {a: np.load(os.path.join(dirs[a], "predictions.npz"))["predictions"] for a in ("none", "both")}
+
+    sections = []
+    # 1. dataset and configuration
+    sections.append(("Dataset and configuration", _table(["item", "value"], [
+        ["dataset", data["dataset"]], ["classes", ", ".join(names)],
+        ["train / val images", f"{data['counts']['train']} / {data['counts']['val']}"],
+        ["preset", preset.name], ["backbone", f"{preset.backbone}, output stride {preset.output_stride}"
+                                  + (f", multi-grid {preset.multi_grid}" if preset.multi_grid else "")],
+        ["iterations × batch", f"{preset.iterations} × {preset.batch_size}"],
+        ["lr (head ×)", f"{preset.lr} (×{preset.head_lr_mult}), poly {preset.poly_power}, momentum "
+                        f"{preset.momentum}, weight decay {preset.weight_decay}"],
+        ["seed", task.seed]]) + _receptive_field_note(model, data)))
+    env = environment()
+    sections.append(("Environment", _table(["item", "value"], [[k_, v] for k_, v in env.items()])))
+
+    # 2. samples with ground truth, FCN vs DANet predictions
+    n_show = min(4, len(val), len(preds["both"]))
+    fig, axes = plt.subplots(n_show, 4, figsize=(16, 1.5 * n_show + 0.8), squeeze=False)
+    for r in range(n_show):
+        image, label = val[r]
+        for c, (title, im) in enumerate([("image", denormalize(image)), ("ground truth", colorize(label.numpy(), k)),
+                                         (f"FCN: {LABELS['none']}", colorize(preds["none"][r], k)),
+                                         (f"DANet", colorize(preds["both"][r], k))]):
+            axes[r, c].imshow(im)
+            axes[r, c].set_title(title, fontsize=9)
+            axes[r, c].axis("off")
+    legend = " ".join(f'<span class="sw" style="background:rgb{tuple(int(v) for v in col)}"></span>{html.escape(n)}'
+                      for n, col in zip(names, _palette(k)))
+    sections.append(("Validation images: ground truth, FCN baseline and DANet", _img(_png(fig), "predictions")
+                     + f"<p>{legend}</p>"))
+
+    # 3. training curves
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    for a in ATTENTIONS:
+        it = [r["iteration"] for r in logs[a]]
+        axes[0].plot(it, [r["loss"] for r in logs[a]], label=LABELS[a])
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("training loss (sum of the outputs' CE)")
+    axes[0].legend(fontsize=8)
+    it = [r["iteration"] for r in logs["both"]]
+    axes[1].plot(it, [r["gamma_pam"] for r in logs["both"]], label="γ (PAM)")
+    axes[1].plot(it, [r["beta_cam"] for r in logs["both"]], label="β (CAM)")
+    axes[1].set_xlabel("iteration")
+    axes[1].set_title("learned attention scales of DANet", fontsize=9)
+    axes[1].legend(fontsize=8)
+    sections.append(("Training curves", _img(_png(fig), "training curves")))
+
+    # 4. metrics, per-class IoU, confusion
+    per_class = eval_both["per_class_iou"]
+    conf = np.array(eval_both["confusion"], dtype=np.float64)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    axes[0].barh(list(per_class), [v or 0 for v in per_class.values()], color=[c / 255 for c in _palette(k)])
+    axes[0].set_xlim(0, 1)
+    axes[0].set_xlabel("IoU (DANet)")
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    im = axes[1].imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    axes[1].set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    axes[1].set_yticks(range(k), names, fontsize=8)
+    axes[1].set_xlabel("predicted")
+    axes[1].set_ylabel("true")
+    axes[1].set_title("confusion matrix (rows normalised)", fontsize=9)
+    fig.colorbar(im, ax=axes[1])
+    metrics_html = _table(["metric", "DANet"], [["mIoU", _fmt(eval_both["miou"])],
+                                                ["pixel accuracy", _fmt(eval_both["pixel_accuracy"])]])
+    sections.append(("Final metrics (val)", metrics_html + _img(_png(fig), "per-class IoU and confusion")))
+
+    # 5. attention
+    pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic)
+    g = {"gamma_pam": float(model.head.sa.gamma), "beta_cam": float(model.head.sc.gamma)}
+    sections.append(("What the attention learned",
+                     f"<p>Learned scales: γ (PAM) = {g['gamma_pam']:.4f}, β (CAM) = {g['beta_cam']:.4f}. "
+                     "Both start at 0, so their size is how much the network chose to use each module.</p>"
+                     + _img(pam_fig, "PAM attention maps")
+                     + "<p>Each row: the attention of one query pixel (white cross) over all positions — one row "
+                       "of S = softmax(BᵀC), upsampled from feature resolution. On the built-in data the query "
+                       "sits on a keyed shape; the key that decides its class is at the other end of the image.</p>"
+                     + _table(["image", "query (y, x)", "attention share per class"],
+                              [[r["image"], r["query_pixel"],
+                                ", ".join(f"{names[int(c)]}: {v:.2f}" for c, v in r["attention_on_class"].items())]
+                               for r in attention_records])
+                     + _img(cam_fig, "CAM matrix")
+                     + f"<p>CAM variant: <b>{task.requires()['both'].cam_variant}</b>. The official code's "
+                       "softmax(rowmax(X) − X) equals softmax(−X): each channel attends most to the channels "
+                       "least similar to it; the paper's equation softmax(X) is the opposite.</p>"))
+
+    # 6. ablation next to the paper
+    abl_rows = []
+    for a in ATTENTIONS:
+        paper = PAPER_ABLATION[a]
+        abl_rows.append([LABELS[a], _fmt(ablation[a]["miou"]), _fmt(ablation[a]["pixel_accuracy"]),
+                         f"{paper['miou']:.2f}" + (f" ({paper['resnet101']:.2f})" if "resnet101" in paper else ""),
+                         _fmt(train_params[a]["train"].get("seconds"), 1)])
+    gain = ablation["both"]["miou"] - ablation["none"]["miou"]
+    sections.append(("Ablation", _table(["model", "mIoU (here)", "pixel acc. (here)",
+                                         "paper mIoU % (Cityscapes val, R-50; R-101)", "train s"], abl_rows)
+                     + f"<p>DANet − FCN here: <b>{gain:+.3f}</b> mIoU.</p>"))
+
+    # 7. parity
+    par_rows = []
+    for dt in ("float64", "float32"):
+        p = parity[dt]
+        for name, e in [("PAM", p["pam"]), ("CAM", p["cam"])] + [(f"head ({o})", e) for o, e in p["head"].items()]:
+            par_rows.append([dt, name, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}"])
+    sections.append(("NumPy reference vs PyTorch on the trained model",
+                     f"<p>{parity['images']} val images, features {parity['feature_shape']}; relative error is "
+                     "max|NumPy − torch| / max|torch|.</p>" + _table(["dtype", "module", "max abs", "max rel"], par_rows)))
+
+    # 8. timings
+    timing_rows = [[LABELS[a], _fmt(train_params[a]["seconds"], 1), _fmt(eval_params[a]["seconds"], 1)]
+                   for a in ATTENTIONS]
+    sections.append(("Timings (seconds)", _table(["model", "train task", "evaluation task"], timing_rows)
+                     + _table(["NumPy head", "torch head"], [[parity["float32"]["seconds"]["numpy_head"],
+                                                              parity["float32"]["seconds"]["torch_head"]]])))
+
+    summary = {
+        "dataset": data["dataset"], "preset": preset.as_dict(), "seed": task.seed, "environment": env,
+        "ablation": {a: {"miou": ablation[a]["miou"], "pixel_accuracy": ablation[a]["pixel_accuracy"]}
+                     for a in ATTENTIONS},
+        "danet_minus_fcn_miou": gain, "per_class_iou": per_class, "metrics": {k_: eval_both[k_] for k_ in
+                                                                          ("miou", "pixel_accuracy")},
+        "parity": {dt: parity[dt] for dt in ("float64", "float32")}, "learned": g,
+        "attention_queries": attention_records, "paper_ablation_cityscapes": PAPER_ABLATION,
+        "timings": {a: {"train_task_seconds": train_params[a]["seconds"], "eval_task_seconds": eval_params[a]["seconds"]}
+                    for a in ATTENTIONS},
+        "cam_matrix_shape": list(cam.shape),
+    }
+    body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>DANet report — {html.escape(data['dataset'])}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
+th{{background:#f0f0f0}} .sw{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}}</style></head>
+<body><h1>DANet report: {html.escape(data['dataset'])}, preset {html.escape(preset.name)}, seed {task.seed}</h1>
+<p>Dual Attention Network (Fu et al., CVPR 2019) trained and evaluated by this project's Luigi pipeline.</p>
+{body}</body></html>"""
+    return page, summary
+
+
+def _receptive_field_note(model, data) -> str:
+    from danet import receptive_field
+
+    rf = receptive_field(model)["receptive_field"]
+    note = f"<p>Receptive field of the FCN path (backbone + conv5a + conv51 + upsampling): <b>{rf} px</b>"
+    if data["dataset"] == "synthetic":
+        meta_path = os.path.join(data["data_dir"], "meta.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        note += (f"; every shape pixel is at least {meta['min_distance']} px from every key pixel, more than "
+                 f"half of it ({rf / 2:.0f} px), so no FCN output pixel on a shape sees the key")
+    return note + ".</p>"
