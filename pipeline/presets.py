@@ -51,6 +51,8 @@ class Preset:
 PRESETS = {
     "cpu": Preset(name="cpu", dataset="synthetic", iterations=600, batch_size=8, lr=0.01,
                   checkpoint_every=200, synthetic={"n_train": 400, "n_val": 100}),
+    "tutorial": Preset(name="tutorial", dataset="synthetic", iterations=150, batch_size=8, lr=0.02,
+                       checkpoint_every=150, synthetic={"n_train": 64, "n_val": 8}),
     "smoke": Preset(name="smoke", dataset="synthetic", iterations=6, batch_size=2, lr=0.01,
                     checkpoint_every=3, log_every=1, synthetic={"n_train": 8, "n_val": 4}),
     "cityscapes": Preset(name="cityscapes", dataset="cityscapes", backbone="resnet101", multi_grid=(4, 8, 16),
