@@ -1,7 +1,7 @@
 """The built-in dataset: "keyed shapes", where a pixel's class depends on a cue out of local reach.
 
-Each scene is a wide strip (64 x 512 by default) of textured gray background. At one end (left or
-right, at random) sits a small coloured square, the *key*: red or blue. At the far end sit one to
+Each scene is a wide strip (48 x 320 by default) of textured gray background. At one end (left or
+right, at random) stands a coloured stripe, the *key*: red or blue. At the far end sit one to
 three gray shapes (discs and squares, all the same gray). A shape's class is decided by the key's
 colour alone -- "red-keyed shape" or "blue-keyed shape" -- and nothing about the shape itself
 tells the two apart. Classes: 0 background, 1 red-keyed shape, 2 blue-keyed shape, 3 key.
@@ -30,17 +30,20 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pipeline.datasets import SegmentationDataset, _read_split_file
 
 CLASS_NAMES = ("background", "red-keyed shape", "blue-keyed shape", "key")
 KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> key colour (RGB)
 SHAPE_GRAY = 150
-KEY_SIZE = 16
+# Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels
+# (danet.receptive_field), i.e. 213 on each side of an output pixel: 220 keeps the key out of reach.
+SCENE_DEFAULTS = {"height": 48, "width": 320, "min_distance": 220, "key_size": (48, 12)}
 
 
 def render_scene(rng: np.random.Generator, height: int = 48, width: int = 320,
-                 min_distance: int = 220, key_size: tuple = (KEY_SIZE, KEY_SIZE)) -> tuple[np.ndarray, np.ndarray]:
+                 min_distance: int = 220, key_size: tuple = (48, 12)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
 
     Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
@@ -80,7 +83,7 @@ def render_scene(rng: np.random.Generator, height: int = 48, width: int = 320,
 
 
 def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 48,
-             width: int = 320, min_distance: int = 220, key_size: tuple = (KEY_SIZE, KEY_SIZE),
+             width: int = 320, min_distance: int = 220, key_size: tuple = (48, 12),
              progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
     rng = np.random.default_rng(seed)
@@ -88,7 +91,7 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
         os.makedirs(os.path.join(root, "images", split), exist_ok=True)
         os.makedirs(os.path.join(root, "labels", split), exist_ok=True)
         lines = []
-        for i in range(n):
+        for i in tqdm(range(n), desc=f"generate {split}", disable=not progress, unit="img"):
             image, label = render_scene(rng, height, width, min_distance, key_size)
             img_rel = f"images/{split}/{i:06d}.png"
             lbl_rel = f"labels/{split}/{i:06d}.png"

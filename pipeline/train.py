@@ -160,7 +160,10 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     stop = total if stop_after is None else min(total, start + stop_after)
     view = AugmentedView(train_set, preset.crop_size, preset.scale_range, preset.flip)
     loader = DataLoader(view, batch_sampler=list(batch_plan(len(train_set), preset.batch_size, seed, start, stop)),
-                        num_workers=preset.num_workers, pin_memory=device.startswith("cuda"))
+                        num_workers=preset.num_workers, pin_memory=device.startswith("cuda"),
+                        # its own generator: creating the iterator must not draw from the global RNG
+                        # (dropout's), or a resumed run would diverge from an uninterrupted one
+                        generator=torch.Generator().manual_seed(seed))
     model.train()
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress, unit="it")
