@@ -70,3 +70,39 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def validate(preset: Preset, image_sizes: list | None = None) -> None:
+    """Refuse impossible settings before any work starts; ``image_sizes`` is [(H, W), ...] of the train split."""
+    from danet.backbone import ARCHS
+
+    problems = []
+    if preset.iterations < 1:
+        problems.append(f"iterations must be >= 1, got {preset.iterations}")
+    if preset.batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {preset.batch_size}")
+    if not preset.lr > 0:
+        problems.append(f"lr must be > 0, got {preset.lr}")
+    if preset.backbone not in ARCHS:
+        problems.append(f"unknown backbone {preset.backbone!r} (choose one of {sorted(ARCHS)})")
+    if preset.output_stride not in (8, 16, 32):
+        problems.append(f"output_stride must be 8, 16 or 32, got {preset.output_stride}")
+    if preset.checkpoint_every < 1 or preset.log_every < 1:
+        problems.append("checkpoint_every and log_every must be >= 1")
+    if preset.eval_mode not in ("whole", "sliding"):
+        problems.append(f"eval_mode must be 'whole' or 'sliding', got {preset.eval_mode!r}")
+    if preset.eval_mode == "sliding" and not (preset.eval_crop and preset.eval_stride
+                                               and 0 < preset.eval_stride <= preset.eval_crop):
+        problems.append("sliding-window evaluation needs eval_crop and 0 < eval_stride <= eval_crop")
+    if preset.scale_range and not 0 < preset.scale_range[0] <= preset.scale_range[1]:
+        problems.append(f"scale_range must be (low, high) with 0 < low <= high, got {preset.scale_range}")
+    if preset.crop_size is not None and image_sizes:
+        biggest = max(max(h, w) for h, w in image_sizes) * (preset.scale_range[1] if preset.scale_range else 1)
+        if preset.crop_size > biggest:
+            problems.append(f"crop_size {preset.crop_size} is larger than every training image (largest side "
+                            f"{biggest:.0f} after scaling): every crop would be mostly padding")
+    if preset.crop_size is None and image_sizes and len(set(map(tuple, image_sizes))) > 1 and preset.batch_size > 1:
+        problems.append("training on whole images (crop_size None) needs images of one size for batches > 1; "
+                        f"found {len(set(map(tuple, image_sizes)))} sizes -- set crop_size")
+    if problems:
+        raise ValueError(f"preset {preset.name!r} cannot run: " + "; ".join(problems))

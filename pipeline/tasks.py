@@ -10,7 +10,10 @@ so a crash never leaves an output that looks complete; each artifact has ``param
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -23,6 +26,7 @@ import torch
 
 CODE_VERSION = "v1"
 ATTENTIONS = ("none", "pam", "cam", "both")
+logger = logging.getLogger("luigi-interface")
 
 
 class pipeline(luigi.Config):  # noqa: N801 -- luigi maps the class name to the [pipeline] section
@@ -64,6 +68,25 @@ def read_json(target) -> dict:
         return json.load(f)
 
 
+def exclusive(run):
+    """Run a task's ``run`` under an exclusive file lock on its task id, and skip the work if,
+    once the lock is held, the output is already complete: two pipelines started at once on the
+    same root then build each artifact once, and the second one waits and reuses it."""
+
+    @functools.wraps(run)
+    def wrapper(self):
+        lock_dir = os.path.join(self.root, CODE_VERSION, ".locks")
+        os.makedirs(lock_dir, exist_ok=True)
+        with open(os.path.join(lock_dir, f"{self.task_id}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.complete():
+                logger.info("%s was completed by another process meanwhile; nothing to do", self.task_id)
+                return
+            return run(self)
+
+    return wrapper
+
+
 class _Base(luigi.Task):
     dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | cityscapes | ade20k")
     preset = luigi.Parameter(default="cpu", description="cpu | smoke | cityscapes | voc")
@@ -74,9 +97,11 @@ class _Base(luigi.Task):
         return pipeline().root
 
     def get_preset(self):
-        from pipeline.presets import get_preset
+        from pipeline.presets import get_preset, validate
 
-        return get_preset(self.preset)
+        preset = get_preset(self.preset)
+        validate(preset)  # structural checks, before any work; image sizes are checked before training
+        return preset
 
     def params_record(self, started: float, **extra) -> dict:
         return {"task": self.task_family, "params": self.param_kwargs, "code_version": CODE_VERSION,
@@ -97,6 +122,7 @@ class PreparedDataset(_Base):
         name = f"{self.dataset}-{self.preset}" if self.dataset == "synthetic" else self.dataset
         return luigi.LocalTarget(os.path.join(self.root, CODE_VERSION, "data", name, "dataset.json"))
 
+    @exclusive
     def run(self):
         from pipeline import datasets, synthetic
 
@@ -121,9 +147,19 @@ class PreparedDataset(_Base):
             data_dir = str(datasets.prepare(self.dataset, self.data_root or os.path.join(out_dir, "raw"),
                                             progress=pipeline().progress))
         counts = {split: cls(data_dir, split).verify() for split in ("train", "val")}
+        sizes = sorted({_image_size(p) for p, _ in cls(data_dir, "train").samples})
         write_json_atomic(self.output(), {"dataset": self.dataset, "data_dir": os.path.abspath(data_dir),
                                           "num_classes": cls.NUM_CLASSES, "class_names": list(cls.CLASS_NAMES),
-                                          "counts": counts, **self.params_record(started)})
+                                          "counts": counts, "train_image_sizes": sizes[:1000],
+                                          **self.params_record(started)})
+
+
+def _image_size(path) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding the pixels."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.height, img.width
 
 
 def load_dataset(record: dict, split: str):
@@ -178,12 +214,16 @@ class TrainedModel(_ModelTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "params.json"))
 
+    @exclusive
     def run(self):
         from pipeline.train import train
+
+        from pipeline.presets import validate
 
         started = time.time()
         record = read_json(self.input())
         preset = self.get_preset()
+        validate(preset, record.get("train_image_sizes"))
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
         model = build_model(preset, record["num_classes"], self.attention, self.cam_variant)
@@ -208,6 +248,7 @@ class Evaluation(_ModelTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "eval.json"))
 
+    @exclusive
     def run(self):
         from pipeline.evaluate import evaluate
 
@@ -234,6 +275,7 @@ class NumpyWeights(_ModelTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "head.npz"))
 
+    @exclusive
     def run(self):
         from danet import export_npz
 
@@ -254,6 +296,7 @@ class ReferenceCheck(_ModelTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "parity.json"))
 
+    @exclusive
     def run(self):
         from pipeline.parity import reference_check
 
@@ -281,6 +324,7 @@ class Ablation(_Base):
         return luigi.LocalTarget(os.path.join(self.root, CODE_VERSION, "runs", self.dataset, self.preset,
                                               f"seed{self.seed}", "ablation.json"))
 
+    @exclusive
     def run(self):
         started = time.time()
         rows = {a: {k: v for k, v in read_json(t).items() if k in ("miou", "pixel_accuracy", "per_class_iou")}
@@ -306,6 +350,7 @@ class FullReport(_Base):
         return {"html": luigi.LocalTarget(os.path.join(d, "report.html")),
                 "json": luigi.LocalTarget(os.path.join(d, "report.json"))}
 
+    @exclusive
     def run(self):
         from pipeline.report import build_report
 
