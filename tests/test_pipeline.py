@@ -1,0 +1,87 @@
+"""The Luigi pipeline end to end on the smoke preset, in a temporary root."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import luigi
+import pytest
+
+import pipeline
+from pipeline.tasks import CODE_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(root))
+    config.set("pipeline", "progress", "false")
+    result = luigi.build([pipeline.FullReport(preset="smoke")], local_scheduler=True, detailed_summary=True)
+    assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+    yield root
+    config.set("pipeline", "root", "artifacts")
+
+
+def report_dir(root):
+    return root / CODE_VERSION / "reports" / "synthetic-smoke-seed0"
+
+
+def test_full_report_files_and_figures(smoke_root):
+    report = json.loads((report_dir(smoke_root) / "report.json").read_text())
+    for a in ("none", "pam", "cam", "both"):
+        assert 0.0 <= report["ablation"][a]["miou"] <= 1.0
+    p64, p32 = report["parity"]["float64"], report["parity"]["float32"]
+    for p, tol in ((p64, 1e-10), (p32, 1e-4)):
+        assert p["pam"]["max_rel"] <= tol and p["cam"]["max_rel"] <= tol
+        assert all(e["max_rel"] <= tol for e in p["head"].values())
+    assert report["learned"]["gamma_pam"] != 0.0 and report["learned"]["beta_cam"] != 0.0
+    page = (report_dir(smoke_root) / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= 6
+    assert "http://" not in page.split("<body>")[1] and "https://" not in page.split("<body>")[1]
+    for heading in ("Training curves", "Ablation", "NumPy reference vs PyTorch", "What the attention learned"):
+        assert heading in page
+
+
+def test_every_artifact_has_its_record(smoke_root):
+    run = smoke_root / CODE_VERSION / "runs" / "synthetic" / "smoke" / "seed0"
+    for a in ("none", "pam", "cam", "both"):
+        d = run / f"{a}-official"
+        params = json.loads((d / "params.json").read_text())
+        assert params["params"]["attention"] == a and params["params"]["seed"] == 0
+        assert {"torch", "numpy", "python"} <= set(params["environment"])
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["iteration"] == 6
+        assert (d / "eval.json").exists() and (d / "model.pt").exists()
+    assert not list(smoke_root.rglob("*.tmp*")), "a temporary file was left behind"
+
+
+def test_second_run_does_nothing(smoke_root):
+    before = (report_dir(smoke_root) / "report.json").stat().st_mtime_ns
+    result = luigi.build([pipeline.FullReport(preset="smoke")], local_scheduler=True, detailed_summary=True)
+    assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
+    assert "complete ones were encountered" in result.summary_text and "ran successfully" not in result.summary_text
+    assert (report_dir(smoke_root) / "report.json").stat().st_mtime_ns == before
+
+
+def test_parameters_that_change_results_change_paths():
+    a = pipeline.TrainedModel(preset="smoke", seed=0).output().path
+    assert pipeline.TrainedModel(preset="smoke", seed=1).output().path != a
+    assert pipeline.TrainedModel(preset="smoke", attention="pam").output().path != a
+    assert pipeline.TrainedModel(preset="smoke", cam_variant="paper").output().path != a
+    assert pipeline.TrainedModel(preset="cpu").output().path != a
+    assert CODE_VERSION in a
+
+
+def test_failed_task_exits_non_zero_and_leaves_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", "PreparedDataset",
+                          "--dataset", "no-such-set", "--local-scheduler", "--pipeline-root", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 30, res.stdout[-2000:] + res.stderr[-2000:]  # luigi.cfg [retcode] task_failed
+    assert "unknown dataset 'no-such-set'" in res.stderr + res.stdout
+    assert not list(tmp_path.rglob("dataset.json"))
