@@ -1,6 +1,6 @@
 """The built-in dataset: "keyed shapes", where a pixel's class depends on a cue out of local reach.
 
-Each scene is a wide strip (48 x 320 by default) of textured gray background. At one end (left or
+Each scene is a wide strip (32 x 320 by default) of textured gray background. At one end (left or
 right, at random) stands a coloured stripe, the *key*: red or blue. At the far end sit one to
 three gray shapes (discs and squares, all the same gray). A shape's class is decided by the key's
 colour alone -- "red-keyed shape" or "blue-keyed shape" -- and nothing about the shape itself
@@ -39,11 +39,11 @@ KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> ke
 SHAPE_GRAY = 150
 # Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels
 # (danet.receptive_field), i.e. 213 on each side of an output pixel: 220 keeps the key out of reach.
-SCENE_DEFAULTS = {"height": 48, "width": 320, "min_distance": 220, "key_size": (48, 12)}
+SCENE_DEFAULTS = {"height": 32, "width": 320, "min_distance": 220, "key_size": (32, 24)}
 
 
-def render_scene(rng: np.random.Generator, height: int = 48, width: int = 320,
-                 min_distance: int = 220, key_size: tuple = (48, 12)) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
+                 min_distance: int = 220, key_size: tuple = (32, 24)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
 
     Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
@@ -82,8 +82,8 @@ def render_scene(rng: np.random.Generator, height: int = 48, width: int = 320,
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 48,
-             width: int = 320, min_distance: int = 220, key_size: tuple = (48, 12),
+def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 32,
+             width: int = 320, min_distance: int = 220, key_size: tuple = (32, 24),
              progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
     rng = np.random.default_rng(seed)

@@ -31,7 +31,8 @@ logger = logging.getLogger("luigi-interface")
 
 class pipeline(luigi.Config):  # noqa: N801 -- luigi maps the class name to the [pipeline] section
     root = luigi.Parameter(default="artifacts", description="directory under which every artifact is written")
-    progress = luigi.BoolParameter(default=True, description="show progress bars")
+    progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                   description="show progress bars (true|false)")
 
 
 def environment() -> dict:
