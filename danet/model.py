@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from danet.attention import check_pam_impl
 from danet.backbone import ARCHS, ResNet
 from danet.head import ATTENTIONS, DANetHead
 
@@ -28,6 +29,11 @@ class DANet(nn.Module):
     align_corners : bilinear upsampling convention; True as in the official code.
     dilated : False keeps output stride 8 without dilation (a short receptive field).
     pam_chunk_size : query-block size for memory-bounded position attention (None: explicit).
+    pam_impl : how the position attention out = γ·D·softmax(BᵀC)ᵀ + A is computed: None (explicit,
+        or chunked if ``pam_chunk_size`` is given), ``"explicit"`` (the N×N matrix at once, as the
+        official code), ``"chunked"`` (query blocks of ``pam_chunk_size``, default 1024) or
+        ``"sdpa"`` (``scaled_dot_product_attention``, a fused kernel). Same logits; for a whole
+        1024×2048 image (N = 32,768) the explicit N×N matrix alone is 4 GiB in float32.
 
     Forward returns a tuple of logits (B, K, H0, W0): ``(fused, pam, cam)`` for ``"both"``,
     a 1-tuple for the others (``(pam,)``, ``(cam,)``, ``(fcn,)``). Element 0 is what evaluation
@@ -37,16 +43,17 @@ class DANet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
                  multi_grid=None, attention: str = "both", cam_variant: str = "official",
                  pretrained_backbone: str | None = None, align_corners: bool = True,
-                 dilated: bool = True, pam_chunk_size: int | None = None):
+                 dilated: bool = True, pam_chunk_size: int | None = None, pam_impl: str | None = None):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"DANet: attention must be one of {ATTENTIONS}, got {attention!r}")
         if backbone not in ARCHS:
             raise ValueError(f"DANet: unknown backbone {backbone!r}; choose one of {sorted(ARCHS)}")
+        check_pam_impl(pam_impl, pam_chunk_size, "DANet")
         self.align_corners = align_corners
         self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated)  # official prefix
         self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
-                              attention=attention, pam_chunk_size=pam_chunk_size)
+                              attention=attention, pam_chunk_size=pam_chunk_size, pam_impl=pam_impl)
         if pretrained_backbone:
             load_backbone(self.pretrained, pretrained_backbone)
 

@@ -1,0 +1,141 @@
+"""Memory-bounded position attention: "chunked" and "sdpa" compute what "explicit" does.
+
+out = γ·D·softmax(BᵀC)ᵀ + A. Checked in float64 (tight) and float32 (loose), with γ ≠ 0 (γ = 0 makes
+PAM the identity and would prove nothing), inputs scaled so the attention is far from uniform,
+forward and backward, and through a whole DANet("tiny"). Also the benchmark scripts' smoke runs.
+"""
+
+import pytest
+import torch
+
+from danet import DANet, DANetHead, PositionAttention
+from danet.attention import DEFAULT_CHUNK_SIZE, PAM_IMPLS
+
+SHAPES = [(1, 16, 4, 4), (2, 32, 5, 7), (3, 16, 1, 9), (2, 64, 6, 3)]   # (B, C, H, W): non-square, B > 1
+BOUNDED = [("chunked", 5), ("chunked", None), ("sdpa", None)]
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+
+
+def _pair(C, impl, chunk, dtype, seed=0):
+    """An explicit PAM with γ ≠ 0 and peaky attention, and a copy using ``impl``."""
+    torch.manual_seed(seed)
+    ref = PositionAttention(C).to(dtype)
+    with torch.no_grad():
+        ref.gamma.fill_(0.7)
+        ref.query_conv.weight.mul_(4.0)   # energies of order 10: the softmax is far from uniform
+    other = PositionAttention(C, chunk_size=chunk, impl=impl).to(dtype)
+    other.load_state_dict(ref.state_dict())
+    return ref, other
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("impl,chunk", BOUNDED)
+def test_bounded_forward_equals_explicit(impl, chunk, shape, dtype):
+    ref, other = _pair(shape[1], impl, chunk, dtype)
+    A = torch.randn(*shape, dtype=dtype)
+    assert ref.impl == "explicit" and other.impl == impl
+    with torch.no_grad():
+        S = ref.attention(A)                                    # (B, N, N)
+        assert float(S.max()) > 2.0 / S.shape[-1]              # not uniform: the test can fail
+        torch.testing.assert_close(other(A), ref(A), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("impl,chunk", [("chunked", 4), ("sdpa", None)])
+def test_bounded_gradients_equal_explicit(impl, chunk, dtype):
+    ref, other = _pair(32, impl, chunk, dtype, seed=1)
+    A = torch.randn(2, 32, 5, 6, dtype=dtype)
+    w = torch.randn(2, 32, 5, 6, dtype=dtype)                  # a non-trivial upstream gradient
+    grads = []
+    for m in (ref, other):
+        x = A.clone().requires_grad_(True)
+        (m(x) * w).sum().backward()
+        grads.append([x.grad] + [p.grad for p in m.parameters()])
+    names = ["A"] + [n for n, _ in ref.named_parameters()]
+    for name, g_ref, g in zip(names, *grads):
+        torch.testing.assert_close(g, g_ref, **TOL[dtype], msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+def test_danet_tiny_same_logits_for_every_impl():
+    torch.manual_seed(0)
+    ref = DANet(3, "tiny", pam_impl="explicit").eval()
+    with torch.no_grad():
+        ref.head.sa.gamma.fill_(0.8)
+        ref.head.sc.gamma.fill_(0.3)
+    x = torch.randn(2, 3, 32, 40)                               # features (2, 128, 4, 5), N = 20
+    with torch.no_grad():
+        want = ref(x)
+        for impl, chunk in [("chunked", 7), ("chunked", None), ("sdpa", None), (None, 11)]:
+            model = DANet(3, "tiny", pam_impl=impl, pam_chunk_size=chunk).eval()
+            model.load_state_dict(ref.state_dict())
+            assert model.head.sa.impl == (impl or "chunked")
+            for a, b in zip(model(x), want):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_default_and_backward_compatible_selection():
+    assert PositionAttention(16).impl == "explicit"
+    assert PositionAttention(16, 8, 3).impl == "chunked"          # positional chunk_size as before
+    assert DANet(3, "tiny").head.sa.impl == "explicit"
+    pam = PositionAttention(16)
+    pam.chunk_size = 7                                            # as tests/test_model.py does
+    assert pam.impl == "chunked"
+    pam.impl = "sdpa"
+    assert pam.impl == "sdpa"
+    assert DEFAULT_CHUNK_SIZE >= 1 and PAM_IMPLS == ("explicit", "chunked", "sdpa")
+
+
+@pytest.mark.parametrize("where,make", [
+    ("PositionAttention", lambda **kw: PositionAttention(16, **kw)),
+    ("DANetHead", lambda **kw: DANetHead(64, 3, **{"pam_" + k: v for k, v in kw.items()})),
+    ("DANet", lambda **kw: DANet(3, "tiny", **{"pam_" + k: v for k, v in kw.items()})),
+])
+def test_bad_impl_refused(where, make):
+    with pytest.raises(ValueError, match=rf"{where}: PAM impl must be one of .*'flash'"):
+        make(impl="flash")
+    with pytest.raises(ValueError, match=rf"{where}: chunk_size=4 only applies to the 'chunked'"):
+        make(impl="sdpa", chunk_size=4)
+    with pytest.raises(ValueError, match=rf"{where}: chunk_size=4 only applies"):
+        make(impl="explicit", chunk_size=4)
+    with pytest.raises(ValueError, match=rf"{where}: chunk_size must be >= 1 or None, got 0"):
+        make(impl="chunked", chunk_size=0)
+
+
+def test_bad_impl_refused_without_pam_and_on_assignment():
+    with pytest.raises(ValueError, match="DANetHead: PAM impl"):
+        DANetHead(64, 3, attention="cam", pam_impl="Explicit")   # no PAM built: still not ignored
+    pam = PositionAttention(16)
+    with pytest.raises(ValueError, match="PositionAttention: PAM impl"):
+        pam.impl = "naive"
+    assert pam.impl == "explicit"
+
+
+@pytest.mark.parametrize("impl,chunk", [("explicit", None), ("chunked", 5)])
+def test_softmax_in_float32_under_autocast(impl, chunk):
+    """Under bf16 autocast the PAM and CAM softmaxes run in float32; outside it nothing changes."""
+    from danet import ChannelAttention
+    ref, pam = _pair(16, impl, chunk, torch.float32)
+    cam = ChannelAttention()
+    A = torch.randn(1, 16, 4, 5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, mid = ref.forward_with_intermediates(A)
+        assert mid["energy"].dtype == torch.bfloat16 and mid["S"].dtype == torch.float32
+        assert cam.forward_with_intermediates(A)[1]["attention"].dtype == torch.float32
+        out = pam(A)
+    with torch.no_grad():
+        exact = ref(A)
+        assert ref.forward_with_intermediates(A)[1]["S"].dtype == torch.float32
+    torch.testing.assert_close(out.float(), exact, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sdpa_runs_on_a_fused_kernel(dtype):
+    """"sdpa" must reach the flash kernel, which never forms N×N (the math fallback would)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    ref, pam = _pair(32, "sdpa", None, dtype)
+    A = torch.randn(2, 32, 6, 5, dtype=dtype)
+    with torch.no_grad():
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):   # raises if flash cannot take the inputs
+            out = pam(A)
+        torch.testing.assert_close(out, ref(A), **TOL[dtype])
