@@ -11,6 +11,16 @@ import torch
 from danet import DANet, DANetHead, PositionAttention
 from danet.attention import DEFAULT_CHUNK_SIZE, PAM_IMPLS
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tiny shapes gain nothing from threads, and on a busy 2-core machine OpenMP's
+    waiting made them ~100× slower; one thread keeps the file fast. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SHAPES = [(1, 16, 4, 4), (2, 32, 5, 7), (3, 16, 1, 9), (2, 64, 6, 3)]   # (B, C, H, W): non-square, B > 1
 BOUNDED = [("chunked", 5), ("chunked", None), ("sdpa", None)]
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-5)}
@@ -139,3 +149,45 @@ def test_sdpa_runs_on_a_fused_kernel(dtype):
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):   # raises if flash cannot take the inputs
             out = pam(A)
         torch.testing.assert_close(out, ref(A), **TOL[dtype])
+
+
+def test_bench_pam_memory_quick_figures_are_consistent():
+    """Smoke run of the memory benchmark (fresh processes); figures consistent, no timing asserted."""
+    from benchmarks import bench_pam_memory
+    result = bench_pam_memory.main(["--quick"])
+    rows = result["rows"]
+    assert [r["impl"] for r in rows] == list(bench_pam_memory.IMPLS)
+    assert result["memory_method"].startswith(("VmHWM", "ru_maxrss"))
+    explicit = rows[0]
+    assert explicit["memory_ratio"] == 1.0 and explicit["max_abs_diff"] == 0.0
+    for r in rows:
+        assert r["N"] == r["H"] * r["W"] and r["nxn_bytes"] == r["N"] ** 2 * 4
+        assert r["peak_bytes"] == max(r["peak_bytes_runs"]) and r["seconds"] > 0
+        assert r["time_ratio"] == pytest.approx(r["seconds"] / explicit["seconds"])
+        assert r["memory_ratio"] == pytest.approx(r["peak_bytes"] / explicit["peak_bytes"])
+        assert r["max_abs_diff_rel"] <= bench_pam_memory.RTOL_FLOAT32
+    assert explicit["peak_bytes"] >= explicit["nxn_bytes"]       # the N×N energy really was held
+    assert set(result["bar"]["impls"]) == {"chunked", "sdpa"}
+    for v in result["bar"]["impls"].values():
+        assert v["close"] and v["passed"] == (v["memory_ok"] and v["close"])
+
+
+def test_bench_gpu_without_cuda_exits_cleanly():
+    """On a machine without CUDA the GPU benchmark measures nothing, says so, and exits 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the benchmark would measure")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "no CUDA device: nothing measured"
+
+
+def test_bench_gpu_code_path_runs_on_cpu():
+    """The GPU benchmark's train and inference loops, smoke-run on the CPU with the tiny backbone."""
+    from benchmarks import bench_gpu
+    rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "2", "--crop", "32",
+                         "--sizes", "32x64", "--iters", "1", "--warmup", "0", "--pam-impl", "chunked"])
+    assert rc == 0
