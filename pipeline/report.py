@@ -93,8 +93,8 @@ def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, 
 
 
 @torch.no_grad()
-def attention_figures(model, dataset, n_images: int, synthetic: bool):
-    """PAM attention of chosen query pixels over the image, and the CAM matrix."""
+def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str):
+    """PAM attention rows of chosen query pixels over the image, and the CAM matrix (if the model has CAM)."""
     model.eval()
     head = model.head
     k = dataset.NUM_CLASSES
@@ -105,29 +105,29 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool):
         feat1 = head.conv5a(A)                                       # (1, C_i, h, w)
         h, w = feat1.shape[2:]
         S = head.sa.attention(feat1)[0]                              # (N, N)
-        cams.append(head.sc.attention(head.conv5c(A))[0].numpy())   # (C_i, C_i)
+        if hasattr(head, "sc"):
+            cams.append(head.sc.attention(head.conv5c(A))[0].numpy())  # (C_i, C_i)
         H, W = label.shape
-        for (qy, qx) in query_pixels(label.numpy(), synthetic, k)[:1]:
-            q = min(qy * h // H, h - 1) * w + min(qx * w // W, w - 1)   # query's feature cell
-            amap = S[q].view(1, 1, h, w)                                  # (1, 1, h, w)
-            up = F.interpolate(amap, (H, W), mode="bilinear", align_corners=True)[0, 0].numpy()
-            rows.append((denormalize(image), label.numpy(), up, (qy, qx)))
-            top = int(S[q].argmax())
-            records.append({"image": i, "query_pixel": [qy, qx], "max_attention": float(S[q].max()),
-                            "argmax_cell": [top // w, top % w], "argmax_pixel_approx": [
-                                int((top // w + 0.5) * H / h), int((top % w + 0.5) * W / w)],
-                            "attention_on_class": _mass_per_class(up / up.sum(), label.numpy(), k)})
+        qy, qx = query_pixels(label.numpy(), synthetic, k)[0]
+        q = min(qy * h // H, h - 1) * w + min(qx * w // W, w - 1)   # the query's feature cell
+        up = F.interpolate(S[q].view(1, 1, h, w), (H, W), mode="bilinear",
+                           align_corners=True)[0, 0].numpy()          # (H, W)
+        rows.append((denormalize(image), up, (qy, qx)))
+        records.append({"image": i, "query_pixel": [qy, qx], "max_attention": float(S[q].max()),
+                        "attention_on_class": _mass_per_class(S[q].view(h, w).numpy(), label.numpy(), k)})
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 1.6 * len(rows) + 0.6), squeeze=False)
-    for r, (img, lbl, up, (qy, qx)) in enumerate(rows):
+    for r, (img, up, (qy, qx)) in enumerate(rows):
         axes[r, 0].imshow(img)
         axes[r, 0].set_title("image (query pixel: white cross)", fontsize=9)
         axes[r, 1].imshow(img)
         axes[r, 1].imshow(up, cmap="inferno", alpha=0.65)
-        axes[r, 1].set_title("PAM attention row of the query pixel", fontsize=9)
+        axes[r, 1].set_title(f"{title}: PAM attention row of the query pixel", fontsize=9)
         for ax in axes[r]:
             ax.plot([qx], [qy], marker="+", color="white", markersize=14, mew=2)
             ax.axis("off")
     pam_fig = _png(fig)
+    if not cams:
+        return pam_fig, None, records, None
     cam = np.mean(cams, axis=0)
     fig, ax = plt.subplots(figsize=(4.6, 4))
     im = ax.imshow(cam, cmap="viridis")
@@ -138,14 +138,18 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool):
     return pam_fig, _png(fig), records, cam
 
 
-def _mass_per_class(amap: np.ndarray, label: np.ndarray, k: int) -> dict:
-    """Share of the attention that falls on each class's pixels."""
-    return {str(c): float(amap[label == c].sum()) for c in range(k) if np.any(label == c)}
+def _mass_per_class(row: np.ndarray, label: np.ndarray, k: int) -> dict:
+    """Share of one attention row (h, w) that falls on the feature cells of each class (majority label)."""
+    h, w = row.shape
+    H, W = label.shape
+    cells = label[(np.arange(h) * H // h + H // (2 * h))[:, None], (np.arange(w) * W // w + W // (2 * w))[None, :]]
+    return {str(c): float(row[cells == c].sum()) for c in range(k) if np.any(cells == c)}
 
 
 def build_report(task) -> tuple[str, dict]:
     """Everything the FullReport task shows, from the artifacts its requirements produced."""
-    from pipeline.tasks import ATTENTIONS, Evaluation, environment, load_dataset, load_trained, read_json
+    from pipeline.tasks import (ATTENTIONS, Evaluation, TrainedModel, environment, load_dataset, load_trained,
+                                read_json)
 
     inputs = task.input()
     data = read_json(inputs["data"])
@@ -229,20 +233,29 @@ def build_report(task) -> tuple[str, dict]:
                                                 ["pixel accuracy", _fmt(eval_both["pixel_accuracy"])]])
     sections.append(("Final metrics (val)", metrics_html + _img(_png(fig), "per-class IoU and confusion")))
 
-    # 5. attention
-    pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic)
-    g = {"gamma_pam": float(model.head.sa.gamma), "beta_cam": float(model.head.sc.gamma)}
+    # 5. attention: DANet's own PAM, and the PAM-only model's (which must use PAM to solve the task)
+    pam_task = TrainedModel(**{**both_task.param_kwargs, "attention": "pam"})
+    pam_model = load_trained(pam_task, read_json(pam_task.output()))
+    pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
+    pam_only_fig, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
+    g = {"gamma_pam": float(model.head.sa.gamma), "beta_cam": float(model.head.sc.gamma),
+         "pam_only_gamma": float(pam_model.head.sa.gamma)}
+
+    def share_table(records):
+        return _table(["image", "query (y, x)", "share of the attention row per class"],
+                      [[r["image"], r["query_pixel"],
+                        ", ".join(f"{names[int(c)]}: {v:.2f}" for c, v in r["attention_on_class"].items())]
+                       for r in records])
+
     sections.append(("What the attention learned",
-                     f"<p>Learned scales: γ (PAM) = {g['gamma_pam']:.4f}, β (CAM) = {g['beta_cam']:.4f}. "
-                     "Both start at 0, so their size is how much the network chose to use each module.</p>"
-                     + _img(pam_fig, "PAM attention maps")
-                     + "<p>Each row: the attention of one query pixel (white cross) over all positions — one row "
-                       "of S = softmax(BᵀC), upsampled from feature resolution. On the built-in data the query "
+                     f"<p>Learned scales of DANet: γ (PAM) = {g['gamma_pam']:.4f}, β (CAM) = {g['beta_cam']:.4f}; "
+                     f"of the PAM-only model: γ = {g['pam_only_gamma']:.4f}. They start at 0, so their size is how "
+                     "much each network chose to use its module.</p>"
+                     + "<p>Each row below: the attention of one query pixel (white cross) over all positions — one "
+                       "row of S = softmax(BᵀC), upsampled from feature resolution. On the built-in data the query "
                        "sits on a keyed shape; the key that decides its class is at the other end of the image.</p>"
-                     + _table(["image", "query (y, x)", "attention share per class"],
-                              [[r["image"], r["query_pixel"],
-                                ", ".join(f"{names[int(c)]}: {v:.2f}" for c, v in r["attention_on_class"].items())]
-                               for r in attention_records])
+                     + _img(pam_only_fig, "PAM attention maps, PAM-only model") + share_table(pam_only_records)
+                     + _img(pam_fig, "PAM attention maps, DANet") + share_table(attention_records)
                      + _img(cam_fig, "CAM matrix")
                      + f"<p>CAM variant: <b>{task.requires()['both'].cam_variant}</b>. The official code's "
                        "softmax(rowmax(X) − X) equals softmax(−X): each channel attends most to the channels "
@@ -284,7 +297,8 @@ def build_report(task) -> tuple[str, dict]:
         "danet_minus_fcn_miou": gain, "per_class_iou": per_class, "metrics": {k_: eval_both[k_] for k_ in
                                                                           ("miou", "pixel_accuracy")},
         "parity": {dt: parity[dt] for dt in ("float64", "float32")}, "learned": g,
-        "attention_queries": attention_records, "paper_ablation_cityscapes": PAPER_ABLATION,
+        "attention_queries": {"both": attention_records, "pam": pam_only_records},
+        "paper_ablation_cityscapes": PAPER_ABLATION,
         "timings": {a: {"train_task_seconds": train_params[a]["seconds"], "eval_task_seconds": eval_params[a]["seconds"]}
                     for a in ATTENTIONS},
         "cam_matrix_shape": list(cam.shape),
