@@ -17,6 +17,8 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -175,6 +177,10 @@ class _ModelTask(_Base):
     seed = luigi.IntParameter(default=0)
     attention = luigi.ChoiceParameter(choices=ATTENTIONS, default="both")
     cam_variant = luigi.ChoiceParameter(choices=("official", "paper"), default="official")
+    # used by TrainedModel only (see there); declared here so that every model task accepts a
+    # TrainedModel's param_kwargs (report.py builds Evaluation(**trained.param_kwargs))
+    nproc = luigi.IntParameter(default=1, significant=False,
+                               description="TrainedModel: training processes (torchrun; > 1 trains data-parallel)")
 
     def model_dir(self) -> str:
         return os.path.join(self.root, CODE_VERSION, "runs", self.dataset, self.preset, f"seed{self.seed}",
@@ -207,7 +213,15 @@ def load_trained(task: _ModelTask, record: dict):
 
 
 class TrainedModel(_ModelTask):
-    """A trained DANet (or ablation): ``model.pt`` (state_dict), ``metrics.jsonl``, ``params.json``."""
+    """A trained DANet (or ablation): ``model.pt`` (state_dict), ``metrics.jsonl``, ``params.json``.
+
+    ``nproc`` > 1 trains data-parallel in that many processes (``torch.distributed.run`` of
+    ``pipeline.distributed``; one per GPU, or CPU shares). It is *insignificant*: not in the task id
+    nor the output path, because the recipe -- global batch, samples, schedule -- is the same, so a
+    model trained either way answers the same request. The numbers are not bitwise the same (float
+    reduction order; plain BatchNorm normalises each process's share of the batch; per-process
+    dropout), and ``params.json`` records ``nproc`` and the world size, so the difference is traceable.
+    """
 
     def requires(self):
         return PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)
@@ -215,9 +229,26 @@ class TrainedModel(_ModelTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "params.json"))
 
+    def _train_distributed(self, record: dict, work: str) -> dict:
+        """``torchrun --standalone --nproc_per_node=nproc -m pipeline.distributed ...``; its summary."""
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
+               "-m", "pipeline.distributed", "--dataset", record["dataset"], "--dataset-dir", record["data_dir"],
+               "--preset", self.preset, "--attention", self.attention, "--cam-variant", self.cam_variant,
+               "--seed", str(self.seed), "--out", os.path.abspath(work)]
+        if not pipeline().progress:
+            cmd.append("--no-progress")
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")]))}
+        logger.info("%s: %s", self.task_id, " ".join(cmd))
+        rc = subprocess.run(cmd, env=env).returncode
+        if rc != 0:
+            raise RuntimeError(f"distributed training ({self.nproc} processes) exited with code {rc}; "
+                               f"its output is above; rerunning resumes from the last checkpoint in {work}")
+        return read_json(os.path.join(work, "summary.json"))
+
     @exclusive
     def run(self):
-        from pipeline.train import train
+        from pipeline.train import latest_checkpoint, train
 
         from pipeline.presets import validate
 
@@ -227,10 +258,15 @@ class TrainedModel(_ModelTask):
         validate(preset, record.get("train_image_sizes"))
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
-        model = build_model(preset, record["num_classes"], self.attention, self.cam_variant)
         work = os.path.join(self.model_dir(), "work")
-        summary = train(model, load_dataset(record, "train"), preset, work, seed=self.seed,
-                        progress=pipeline().progress)
+        if self.nproc > 1:
+            summary = self._train_distributed(record, work)
+            model = build_model(preset, record["num_classes"], self.attention, self.cam_variant, pretrained=False)
+            model.load_state_dict(latest_checkpoint(work)[1]["model"])
+        else:
+            model = build_model(preset, record["num_classes"], self.attention, self.cam_variant)
+            summary = train(model, load_dataset(record, "train"), preset, work, seed=self.seed,
+                            progress=pipeline().progress)
         final = os.path.join(self.model_dir(), "model.pt")
         tmp = final + ".tmp"
         torch.save(getattr(model, "module", model).cpu().state_dict(), tmp)

@@ -4,10 +4,18 @@ Determinism: every batch is a function of (seed, iteration) alone -- sample orde
 epoch-seeded permutation, augmentation from a per-sample seed -- and the checkpoint carries the
 torch RNG state (dropout), so a run killed and resumed on the CPU ends with the same weights as an
 uninterrupted one.
+
+Data parallel: when ``torch.distributed`` is initialised (``pipeline.distributed`` under torchrun),
+``train`` wraps the model in DistributedDataParallel and rank r takes the r-th slice of each global
+batch of ``batch_plan`` -- the same samples as a single process, split. Each rank's loss is weighted
+by its share of the global batch's labelled pixels, so DDP's gradient average is the gradient of the
+single-process loss. Rank 0 alone writes metrics.jsonl and checkpoints (with every rank's RNG state);
+on resume every rank loads the checkpoint rank 0 chose.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -125,6 +133,45 @@ def gammas(model) -> dict:
             "beta_cam": head.sc.gamma.item() if hasattr(head, "sc") else None}
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _resume_point(out_dir, rank, world):
+    """latest_checkpoint as rank 0 sees it; the other ranks load the very file rank 0 chose."""
+    path, state = latest_checkpoint(out_dir) if rank == 0 else (None, None)
+    if world > 1:
+        box = [path]
+        torch.distributed.broadcast_object_list(box, src=0)
+        path = box[0]
+        if rank != 0 and path is not None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    return path, state
+
+
+def _global_loss(outputs, loss, terms, labels):
+    """Under DDP (gradients averaged over ranks): the loss this rank backpropagates, and the global
+    batch's loss and terms. Every term is a mean over labelled pixels and ranks can hold different
+    numbers of them, so each rank's loss is scaled by world · (its pixels / all pixels): the averaged
+    gradient is then that of the single-process loss over the whole global batch."""
+    world = torch.distributed.get_world_size()
+    valid = int((labels != IGNORE_INDEX).sum())
+    stats = torch.tensor([valid] + [t * valid if valid else 0.0 for t in terms], dtype=torch.float64,
+                         device=labels.device)
+    torch.distributed.all_reduce(stats)
+    stats = stats.tolist()
+    total = stats[0]
+    global_terms = [t / total if total else math.nan for t in stats[1:]]
+    if valid == 0:  # nothing labelled here: contribute a zero gradient (DDP needs every rank's backward)
+        local = sum(o.sum() for o in outputs) * 0.0
+    else:
+        local = loss * (world * valid / total)
+    return local, sum(global_terms), global_terms
+
+
 def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | None = None,
           progress: bool = True, stop_after: int | None = None) -> dict:
     """Train ``model`` on ``train_set`` (a SegmentationDataset) as ``preset`` says; resume if possible.
@@ -132,10 +179,18 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     Writes ``out_dir/ckpt_XXXXXX.pt`` every ``preset.checkpoint_every`` iterations (the two newest
     are kept), ``out_dir/metrics.jsonl`` (one JSON line per ``log_every`` iterations) and returns a
     summary. ``stop_after`` ends early after that many iterations (for tests of resumption).
+    With an initialised process group it trains data-parallel (module docstring); ``model`` stays
+    the unwrapped module and is updated in place.
     """
     if preset.iterations < 1:
         raise ValueError(f"preset {preset.name!r}: iterations must be >= 1, got {preset.iterations}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = _rank_and_world()
+    if preset.batch_size % world:
+        raise ValueError(f"preset {preset.name!r}: batch_size {preset.batch_size} is not divisible by "
+                         f"the {world} processes (each takes an equal share of the global batch)")
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.current_device()}" if world > 1 else "cuda"
+    device = device or "cpu"
     os.makedirs(out_dir, exist_ok=True)
     model.to(device)
     if device.startswith("cuda"):
@@ -146,38 +201,52 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     start, seconds_before = 0, 0.0
-    path, state = latest_checkpoint(out_dir)
+    path, state = _resume_point(out_dir, rank, world)
+    rank_rngs = (state or {}).get("torch_rng_ranks") or []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(rank_rngs[rank] if len(rank_rngs) == world else state["torch_rng"])
         start, seconds_before = int(state["iteration"]), float(state["seconds"])
-        print(f"resuming from {path} at iteration {start}")
+        if rank == 0:
+            print(f"resuming from {path} at iteration {start}")
+    if world > 1 and rank > 0 and len(rank_rngs) != world:  # own dropout stream, a function of (seed, start, rank)
+        torch.manual_seed(int(np.random.SeedSequence([seed, start, rank]).generate_state(1)[0]))
     log_path = os.path.join(out_dir, "metrics.jsonl")
-    _truncate_log(log_path, start)
+    if rank == 0:
+        _truncate_log(log_path, start)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
 
     total = preset.iterations
     stop = total if stop_after is None else min(total, start + stop_after)
     view = AugmentedView(train_set, preset.crop_size, preset.scale_range, preset.flip)
-    loader = DataLoader(view, batch_sampler=list(batch_plan(len(train_set), preset.batch_size, seed, start, stop)),
+    share = preset.batch_size // world  # rank r: samples [r·share, (r+1)·share) of each global batch
+    plan = [b[rank * share:(rank + 1) * share] for b in batch_plan(len(train_set), preset.batch_size, seed, start, stop)]
+    loader = DataLoader(view, batch_sampler=plan,
                         num_workers=preset.num_workers, pin_memory=device.startswith("cuda"),
                         # its own generator: creating the iterator must not draw from the global RNG
                         # (dropout's), or a resumed run would diverge from an uninterrupted one
                         generator=torch.Generator().manual_seed(seed))
-    model.train()
+    net.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress, unit="it")
+    bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
     it = start
-    with open(log_path, "a") as log:
+    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
         for images, labels in loader:
             lr_scale = (1 - it / total) ** preset.poly_power
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
-                outputs = model(images)
+                outputs = net(images)
             loss, terms = segmentation_loss(outputs, labels)
-            loss_value = float(loss.detach())
+            if world > 1:
+                loss, loss_value, terms = _global_loss(outputs, loss, terms, labels)
+            else:
+                loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
                     f"training {out_dir}: loss is {loss_value} at iteration {it + 1} "
@@ -190,21 +259,31 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             seconds = seconds_before + time.perf_counter() - t0
-            if it % preset.log_every == 0 or it == total:
+            if rank == 0 and (it % preset.log_every == 0 or it == total):
                 log.write(json.dumps({"iteration": it, "loss": loss_value, "loss_terms": terms,
                                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                                       **gammas(model)}) + "\n")
                 log.flush()
             if it % preset.checkpoint_every == 0 or it == total:
-                _checkpoint(out_dir, model, optimizer, it, seconds)
+                _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
     bar.close()
+    if world > 1:
+        torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
-            "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None, **gammas(model)}
+            "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
+            "world_size": world, **gammas(model)}
 
 
-def _checkpoint(out_dir, model, optimizer, it, seconds):
+def _checkpoint(out_dir, model, optimizer, it, seconds, rank=0, world=1):
+    rngs = None
+    if world > 1:  # every rank's dropout stream, so that a resumed run continues each of them
+        rngs = [None] * world
+        torch.distributed.all_gather_object(rngs, torch.get_rng_state())
+    if rank != 0:
+        return
     _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
-                  "seconds": seconds, "torch_rng": torch.get_rng_state()},
+                  "seconds": seconds, "torch_rng": torch.get_rng_state(),
+                  **({"torch_rng_ranks": rngs} if rngs else {})},
                  os.path.join(out_dir, f"ckpt_{it:06d}.pt"))
     for old in sorted(glob.glob(os.path.join(out_dir, "ckpt_*.pt")))[:-2]:
         os.remove(old)
