@@ -1,0 +1,83 @@
+"""The pipeline against a real central scheduler (luigid), two workers, the smoke ablation."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.tasks import ATTENTIONS, CODE_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    """A luigid on 127.0.0.1 with its own state file and log, stopped whatever happens."""
+    port = _free_port()
+    luigid_bin = Path(sys.executable).with_name("luigid")
+    cmd = [str(luigid_bin)] if luigid_bin.exists() else [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()"]
+    (tmp_path / "luigid-logs").mkdir()  # luigid logs to luigi-server.log there
+    log = open(tmp_path / "luigid.out", "w")
+    proc = subprocess.Popen(cmd + ["--address", "127.0.0.1", "--port", str(port),
+                                   "--state-path", str(tmp_path / "luigi-state.pickle"),
+                                   "--logdir", str(tmp_path / "luigid-logs")],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"luigid did not answer on port {port}: "
+                                       + (tmp_path / "luigid.out").read_text()[-2000:])
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _scheduler_tasks(port, status="DONE") -> dict:
+    query = urllib.parse.urlencode({"data": json.dumps({"status": status})})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?{query}", timeout=10) as r:
+        return json.load(r)["response"]
+
+
+def test_ablation_on_a_central_scheduler_with_two_workers(luigid, tmp_path):
+    root = tmp_path / "artifacts"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", "Ablation", "--preset", "smoke",
+                          "--workers", "2", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid),
+                          "--pipeline-root", str(root), "--pipeline-progress", "false"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ablation = json.loads((root / CODE_VERSION / "runs" / "synthetic" / "smoke" / "seed0" / "ablation.json").read_text())
+    assert set(ablation["ablation"]) == set(ATTENTIONS)
+    assert all(0.0 <= row["miou"] <= 1.0 for row in ablation["ablation"].values())
+
+    # the central scheduler, not a local one, ran the graph -- and two trainings at once
+    done = _scheduler_tasks(luigid)
+    trainings = [t for t in done.values() if t["name"] == "TrainedModel"]
+    assert len(trainings) == 4 and any(t["name"] == "Ablation" for t in done.values())
+    spans = sorted((t["time_running"], t["last_updated"]) for t in trainings)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"no two trainings overlapped: {spans}"
