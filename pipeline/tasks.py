@@ -248,9 +248,8 @@ class TrainedModel(_ModelTask):
 
     @exclusive
     def run(self):
-        from pipeline.train import latest_checkpoint, train
-
         from pipeline.presets import validate
+        from pipeline.train import latest_checkpoint, train
 
         started = time.time()
         record = read_json(self.input())
@@ -379,7 +378,6 @@ class FullReport(_Base):
         return {"ablation": Ablation(**common),
                 "parity": ReferenceCheck(**common, attention="both"),
                 "both": TrainedModel(**common, attention="both"),
-                "none": TrainedModel(**common, attention="none"),
                 "data": PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)}
 
     def output(self):
