@@ -163,6 +163,11 @@ class PositionAttention(nn.Module):
              .unsqueeze(1).expand(nb, heads, N, Cr))                     # (B, h, N, C'), shared
         v = (self.value_conv(A).view(nb, heads, Cr, N)                   # (B, h, C', N): D's rows h·C'…
              .transpose(2, 3).contiguous())                              # (B, h, N, C')
+        if q.device.type != "cpu":
+            # Off the CPU (whose flash kernel is tested here with these broadcast views), give the
+            # kernels real copies: stride-0 heads have tripped CUDA's efficient kernel before
+            # (pytorch/pytorch#191937). Costs 2·N·C elements, no N×N.
+            q, k = q.contiguous(), k.contiguous()                        # (B, h, N, C') each
         o = F.scaled_dot_product_attention(q, k, v, scale=1.0)          # (B, h, N, C')
         E = o.transpose(2, 3).reshape(nb, C, N)                    # (B, h, C', N) → (B, C, N)
         return self.gamma * E.view(nb, C, H, W) + A                # (B, C, H, W)
