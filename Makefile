@@ -34,10 +34,11 @@ test: venv
 	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=120
 
 test-fast: venv
-	$(PY) -m pytest tests -x -q -m "not slow"
+	$(PY) -m pytest tests -x -q
 
+# ARGS passes more luigi options, e.g. make report ARGS="--preset smoke" or ARGS="--workers 2"
 report: venv
-	$(VENV)/bin/luigi --module pipeline FullReport --local-scheduler
+	$(VENV)/bin/luigi --module pipeline FullReport --local-scheduler $(ARGS)
 
 lab: venv
 	$(PY) -m pip install -e ".[test,lab]"

@@ -43,14 +43,15 @@ SCENE_DEFAULTS = {"height": 32, "width": 320, "min_distance": 220, "key_size": (
 
 
 def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
-                 min_distance: int = 220, key_size: tuple = (32, 24)) -> tuple[np.ndarray, np.ndarray]:
+                 min_distance: int = 220, key_size: tuple = (32, 24),
+                 shading: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
 
     Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
     every key pixel.
     """
     # background: mid gray with per-pixel noise and a smooth horizontal shading
-    shade = np.linspace(-15, 15, width)[None, :] * rng.uniform(-1, 1)
+    shade = np.linspace(-shading, shading, width)[None, :] * rng.uniform(-1, 1)
     image = 110 + shade + rng.normal(0, 12, (height, width))
     image = np.repeat(image[:, :, None], 3, axis=2)                       # (H, W, 3)
     label = np.zeros((height, width), np.uint8)                           # (H, W)
@@ -84,7 +85,7 @@ def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
 
 def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 32,
              width: int = 320, min_distance: int = 220, key_size: tuple = (32, 24),
-             progress: bool = False) -> dict:
+             shading: float = 15.0, progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
@@ -92,7 +93,7 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
         os.makedirs(os.path.join(root, "labels", split), exist_ok=True)
         lines = []
         for i in tqdm(range(n), desc=f"generate {split}", disable=not progress, unit="img"):
-            image, label = render_scene(rng, height, width, min_distance, key_size)
+            image, label = render_scene(rng, height, width, min_distance, key_size, shading)
             img_rel = f"images/{split}/{i:06d}.png"
             lbl_rel = f"labels/{split}/{i:06d}.png"
             Image.fromarray(image).save(os.path.join(root, img_rel))
@@ -102,7 +103,7 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
             f.writelines(lines)
     meta = {"name": "keyed-shapes", "classes": list(CLASS_NAMES), "n_train": n_train, "n_val": n_val,
             "seed": seed, "height": height, "width": width, "min_distance": min_distance,
-            "key_size": list(key_size)}
+            "key_size": list(key_size), "shading": shading}
     with open(os.path.join(root, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
