@@ -150,6 +150,7 @@ def build_report(task) -> tuple[str, dict]:
     """Everything the FullReport task shows, from the artifacts its requirements produced."""
     from pipeline.tasks import (ATTENTIONS, Evaluation, TrainedModel, environment, load_dataset, load_trained,
                                 read_json)
+    from pipeline.train import gammas
 
     inputs = task.input()
     data = read_json(inputs["data"])
@@ -238,8 +239,7 @@ def build_report(task) -> tuple[str, dict]:
     pam_model = load_trained(pam_task, read_json(pam_task.output()))
     pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
     pam_only_fig, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
-    g = {"gamma_pam": float(model.head.sa.gamma), "beta_cam": float(model.head.sc.gamma),
-         "pam_only_gamma": float(pam_model.head.sa.gamma)}
+    g = {**gammas(model), "pam_only_gamma": gammas(pam_model)["gamma_pam"]}
 
     def share_table(records):
         return _table(["image", "query (y, x)", "share of the attention row per class"],
