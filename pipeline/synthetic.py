@@ -1,8 +1,8 @@
 """The built-in dataset: "keyed shapes", where a pixel's class depends on a cue out of local reach.
 
-Each scene is a wide strip (32 x 320 by default) of textured gray background. At one end (left or
-right, at random) stands a coloured stripe, the *key*: red or blue. At the far end sit one to
-three gray shapes (discs and squares, all the same gray). A shape's class is decided by the key's
+Each scene is a wide strip (32 x 384 by default) of textured gray background. At one end (left or
+right, at random) stands a coloured stripe, the *key*: red or blue. At the far end sit two to
+five gray shapes (discs and squares, all the same gray). A shape's class is decided by the key's
 colour alone -- "red-keyed shape" or "blue-keyed shape" -- and nothing about the shape itself
 tells the two apart. Classes: 0 background, 1 red-keyed shape, 2 blue-keyed shape, 3 key.
 
@@ -39,12 +39,14 @@ KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> ke
 SHAPE_GRAY = 150
 # Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels
 # (danet.receptive_field), i.e. 213 on each side of an output pixel: 220 keeps the key out of reach.
-SCENE_DEFAULTS = {"height": 32, "width": 320, "min_distance": 220, "key_size": (32, 24)}
+SCENE_DEFAULTS = {"height": 32, "width": 384, "min_distance": 220, "key_size": (32, 24), "n_shapes": (2, 5),
+                  "radius": (8, 13)}
 
 
-def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
+def render_scene(rng: np.random.Generator, height: int = 32, width: int = 384,
                  min_distance: int = 220, key_size: tuple = (32, 24),
-                 shading: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
+                 shading: float = 15.0, n_shapes: tuple = (2, 5),
+                 radius: tuple = (8, 13)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
 
     Every shape pixel is at least ``min_distance`` pixels (horizontally, hence in any norm) from
@@ -70,8 +72,8 @@ def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
     if zone[1] - zone[0] < 24:
         raise ValueError(f"render_scene: width {width} leaves no room for shapes at distance {min_distance}")
     yy, xx = np.mgrid[0:height, 0:width]
-    for _ in range(int(rng.integers(1, 4))):
-        r = int(rng.integers(7, 13))
+    for _ in range(int(rng.integers(n_shapes[0], n_shapes[1] + 1))):
+        r = int(rng.integers(radius[0], radius[1] + 1))
         cx = int(rng.integers(zone[0] + r, zone[1] - r + 1))
         cy = int(rng.integers(r + 1, height - r - 1))
         if rng.integers(0, 2):
@@ -84,8 +86,9 @@ def render_scene(rng: np.random.Generator, height: int = 32, width: int = 320,
 
 
 def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 32,
-             width: int = 320, min_distance: int = 220, key_size: tuple = (32, 24),
-             shading: float = 15.0, progress: bool = False) -> dict:
+             width: int = 384, min_distance: int = 220, key_size: tuple = (32, 24),
+             shading: float = 15.0, n_shapes: tuple = (2, 5), radius: tuple = (8, 13),
+             progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
@@ -93,7 +96,7 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
         os.makedirs(os.path.join(root, "labels", split), exist_ok=True)
         lines = []
         for i in tqdm(range(n), desc=f"generate {split}", disable=not progress, unit="img"):
-            image, label = render_scene(rng, height, width, min_distance, key_size, shading)
+            image, label = render_scene(rng, height, width, min_distance, key_size, shading, n_shapes, radius)
             img_rel = f"images/{split}/{i:06d}.png"
             lbl_rel = f"labels/{split}/{i:06d}.png"
             Image.fromarray(image).save(os.path.join(root, img_rel))
@@ -103,7 +106,7 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
             f.writelines(lines)
     meta = {"name": "keyed-shapes", "classes": list(CLASS_NAMES), "n_train": n_train, "n_val": n_val,
             "seed": seed, "height": height, "width": width, "min_distance": min_distance,
-            "key_size": list(key_size), "shading": shading}
+            "key_size": list(key_size), "shading": shading, "n_shapes": list(n_shapes), "radius": list(radius)}
     with open(os.path.join(root, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
