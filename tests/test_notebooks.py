@@ -20,8 +20,9 @@ def _source(cell) -> str:
 
 def test_the_notebooks_are_there():
     names = [p.name for p in NOTEBOOKS]
-    assert len(NOTEBOOKS) >= 5, f"expected at least 5 notebooks in notebooks/, found {names}"
-    assert any(name.startswith("06_") for name in names), f"notebook 06 is missing: {names}"
+    assert len(NOTEBOOKS) >= 6, f"expected at least 6 notebooks in notebooks/, found {names}"
+    for number in ("01", "02", "03", "04", "05", "06"):
+        assert any(name.startswith(number + "_") for name in names), f"notebook {number} is missing: {names}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
