@@ -15,7 +15,7 @@ import torch
 
 import refimpl
 from pipeline.train import gammas
-from refimpl.head import head_weight_shapes
+from refimpl.head import head_weight_shapes, sub_weights
 
 
 def _errors(ours: np.ndarray, theirs: torch.Tensor) -> dict:
@@ -23,10 +23,6 @@ def _errors(ours: np.ndarray, theirs: torch.Tensor) -> dict:
     diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
     scale = float(np.abs(theirs).max()) or 1.0
     return {"max_abs": float(diff.max()), "max_rel": float(diff.max()) / scale}
-
-
-def _sub(weights: dict, prefix: str) -> dict:
-    return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
 
 
 @torch.no_grad()
@@ -45,8 +41,8 @@ def reference_check(model, npz_path: str, dataset, cam_variant: str = "official"
         A_t = A.to(dtype)
         A_np = A_t.numpy()
         feat1, feat2 = head.conv5a(A_t), head.conv5c(A_t)
-        pam = _errors(refimpl.position_attention(feat1.numpy(), _sub(w, "sa")), head.sa(feat1))
-        cam = _errors(refimpl.channel_attention(feat2.numpy(), _sub(w, "sc"), variant=cam_variant), head.sc(feat2))
+        pam = _errors(refimpl.position_attention(feat1.numpy(), sub_weights(w, "sa")), head.sa(feat1))
+        cam = _errors(refimpl.channel_attention(feat2.numpy(), sub_weights(w, "sc"), variant=cam_variant), head.sc(feat2))
         t0 = time.perf_counter()
         ours = refimpl.danet_head(A_np, w, cam_variant=cam_variant)
         t_np = time.perf_counter() - t0

@@ -316,8 +316,7 @@ class NumpyWeights(_ModelTask):
         from danet import export_npz
 
         model = load_trained(self, read_json(self.input()))
-        with self.output().temporary_path() as tmp:
-            export_npz(model.head, tmp)
+        export_npz(model.head, self.output().path)  # atomic: temporary file renamed into place
 
 
 class ReferenceCheck(_ModelTask):

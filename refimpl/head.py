@@ -75,7 +75,7 @@ def _classifier(x, weights, prefix):
     return conv2d(x, weights[f"{prefix}.1.weight"], weights[f"{prefix}.1.bias"])
 
 
-def _sub(weights, prefix):
+def sub_weights(weights, prefix):
     """The entries under ``prefix.`` with the prefix removed (a submodule's state_dict)."""
     n = len(prefix) + 1
     return {k[n:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
@@ -136,12 +136,12 @@ def danet_head(x, weights: Mapping[str, np.ndarray], *, cam_variant: str = "offi
                   head_weight_shapes(x.shape[1], num_classes, reduction), where=f"{where} weights")
 
     feat1 = _conv_bn_relu(x, weights, "conv5a")                       # (B, C_i, H, W)
-    sa_feat = position_attention(feat1, _sub(weights, "sa"))          # (B, C_i, H, W)
+    sa_feat = position_attention(feat1, sub_weights(weights, "sa"))          # (B, C_i, H, W)
     sa_conv = _conv_bn_relu(sa_feat, weights, "conv51")               # (B, C_i, H, W)
     sa_output = _classifier(sa_conv, weights, "conv6")                # (B, K, H, W)
 
     feat2 = _conv_bn_relu(x, weights, "conv5c")                       # (B, C_i, H, W)
-    sc_feat = channel_attention(feat2, _sub(weights, "sc"), variant=cam_variant)  # (B, C_i, H, W)
+    sc_feat = channel_attention(feat2, sub_weights(weights, "sc"), variant=cam_variant)  # (B, C_i, H, W)
     sc_conv = _conv_bn_relu(sc_feat, weights, "conv52")               # (B, C_i, H, W)
     sc_output = _classifier(sc_conv, weights, "conv7")                # (B, K, H, W)
 
