@@ -8,6 +8,12 @@ the feature map stays large enough for dense prediction.
 
 ``"tiny"`` is this project's narrow ResNet-18-style net (widths 16, 32, 64, 128) that trains on
 two CPU cores in minutes; it is not an ImageNet model.
+
+Two stems: ``"plain"`` is torchvision's 7×7 convolution (how the authors released DANet-101);
+``"deep"`` is three 3×3 convolutions w → w → 2w (ResNet-C of Bag of Tricks, He et al. 2019) with the
+authors' names ``conv1.0/.1/.3/.4/.6`` and ``bn1`` over 2w channels. The authors' deep stem has
+w = 64 (layer1 then takes 128 channels); mmsegmentation's ResNetV1c has w = 32 (64 channels, so
+layer1 onward is torchvision's).
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+STEMS = ("plain", "deep")
+
 # name -> (block, blocks per stage, stage widths)
 ARCHS = {
     "tiny": (BasicBlock, (2, 2, 2, 2), (16, 32, 64, 128)),
@@ -77,11 +85,15 @@ class ResNet(nn.Module):
     output_stride : 8, 16 or 32. Stages past that stride keep stride 1 and dilate instead.
     multi_grid : dilations of layer4's blocks, e.g. (4, 8, 16) (official Cityscapes recipe);
         needs output_stride 8 and one entry per layer4 block.
+    stem : ``"plain"`` (7×7, stride 2) or ``"deep"`` (3×3 convs w, w, 2w; module docstring).
+    stem_width : w of the deep stem (default: the first stage width, 64 for the ImageNet ResNets,
+        as the authors' code; mmsegmentation's ResNetV1c uses 32).
     dilated : with False, stages past the output stride keep stride 1 but no dilation -- a
         backbone with a deliberately short receptive field (used by the built-in dataset's study).
     """
 
-    def __init__(self, name: str = "resnet50", output_stride: int = 8, multi_grid=None, dilated: bool = True):
+    def __init__(self, name: str = "resnet50", output_stride: int = 8, multi_grid=None, dilated: bool = True,
+                 stem: str = "plain", stem_width: int | None = None):
         super().__init__()
         if name not in ARCHS:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(ARCHS)}")
@@ -91,9 +103,21 @@ class ResNet(nn.Module):
         if multi_grid is not None and (output_stride != 8 or len(multi_grid) != layers[3]):
             raise ValueError(f"multi_grid {tuple(multi_grid)} needs output_stride 8 and {layers[3]} "
                              f"entries for {name}'s layer4")
-        self.inplanes = widths[0]
-        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
+        if stem == "plain":
+            if stem_width is not None:
+                raise ValueError(f"stem_width={stem_width} applies to the deep stem only")
+            self.inplanes = widths[0]
+            self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        else:
+            w = stem_width or widths[0]
+            self.inplanes = 2 * w
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, 2 * w, 3, 1, 1, bias=False))
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         # stride and dilation of layer3 and layer4 (the stem and layer2 bring the stride to 8)
@@ -128,6 +152,6 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))    # (B, w0, H0/4, W0/4)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))    # (B, w0 or 2w, H0/4, W0/4)
         x = self.layer2(self.layer1(x))                         # (B, w1·e, H0/8, W0/8)
         return self.layer4(self.layer3(x))                      # (B, w3·e, H0/os, W0/os)

@@ -28,6 +28,7 @@ class DANet(nn.Module):
         every other key and shape must match, or loading is refused with the list of mismatches.
     align_corners : bilinear upsampling convention; True as in the official code.
     dilated : False keeps output stride 8 without dilation (a short receptive field).
+    stem, stem_width : ``"plain"`` 7×7 stem or ``"deep"`` 3×3 w-w-2w stem, see :class:`danet.ResNet`.
     pam_chunk_size : query-block size for memory-bounded position attention (None: explicit).
     pam_impl : how the position attention out = γ·D·softmax(BᵀC)ᵀ + A is computed: None (explicit,
         or chunked if ``pam_chunk_size`` is given), ``"explicit"`` (the N×N matrix at once, as the
@@ -43,7 +44,8 @@ class DANet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
                  multi_grid=None, attention: str = "both", cam_variant: str = "official",
                  pretrained_backbone: str | None = None, align_corners: bool = True,
-                 dilated: bool = True, pam_chunk_size: int | None = None, pam_impl: str | None = None):
+                 dilated: bool = True, pam_chunk_size: int | None = None, pam_impl: str | None = None,
+                 stem: str = "plain", stem_width: int | None = None):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"DANet: attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -51,7 +53,7 @@ class DANet(nn.Module):
             raise ValueError(f"DANet: unknown backbone {backbone!r}; choose one of {sorted(ARCHS)}")
         check_pam_impl(pam_impl, pam_chunk_size, "DANet")
         self.align_corners = align_corners
-        self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated)  # official prefix
+        self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated, stem, stem_width)  # official prefix
         self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
                               attention=attention, pam_chunk_size=pam_chunk_size, pam_impl=pam_impl)
         if pretrained_backbone:
