@@ -133,6 +133,7 @@ class ResNet(nn.Module):
         grid4 = list(multi_grid) if multi_grid is not None else [d3] + [d4] * (layers[3] - 1)
         self.layer4 = self._make_layer(block, widths[3], s4, grid4)
         self.out_channels = widths[3] * block.expansion
+        self.layer3_channels = widths[2] * block.expansion   # input of an auxiliary head
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -151,7 +152,12 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, 1, d) for d in dilations[1:]]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def stages(self, x):
+        """(layer3 map, layer4 map): what an auxiliary head on layer3 and the DANet head read."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))    # (B, w0 or 2w, H0/4, W0/4)
         x = self.layer2(self.layer1(x))                         # (B, w1·e, H0/8, W0/8)
-        return self.layer4(self.layer3(x))                      # (B, w3·e, H0/os, W0/os)
+        c3 = self.layer3(x)                                     # (B, w2·e, H0/8 or /16, ...)
+        return c3, self.layer4(c3)                              # (B, w3·e, H0/os, W0/os)
+
+    def forward(self, x):
+        return self.stages(x)[1]                                # (B, w3·e, H0/os, W0/os)

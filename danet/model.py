@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from danet.attention import check_pam_impl
+from danet.aux_head import FCNHead
 from danet.backbone import ARCHS, ResNet
 from danet.head import ATTENTIONS, DANetHead
 
@@ -29,6 +30,9 @@ class DANet(nn.Module):
     align_corners : bilinear upsampling convention; True as in the official code.
     dilated : False keeps output stride 8 without dilation (a short receptive field).
     stem, stem_width : ``"plain"`` 7×7 stem or ``"deep"`` 3×3 w-w-2w stem, see :class:`danet.ResNet`.
+    aux : also build ``auxlayer``, an FCN head on layer3 (:class:`danet.aux_head.FCNHead`, the
+        authors' ``auxlayer``; mmsegmentation's ``auxiliary_head``). ``forward`` never uses it;
+        ``forward_with_aux`` returns its logits beside the usual outputs.
     pam_chunk_size : query-block size for memory-bounded position attention (None: explicit).
     pam_impl : how the position attention out = γ·D·softmax(BᵀC)ᵀ + A is computed: None (explicit,
         or chunked if ``pam_chunk_size`` is given), ``"explicit"`` (the N×N matrix at once, as the
@@ -45,7 +49,7 @@ class DANet(nn.Module):
                  multi_grid=None, attention: str = "both", cam_variant: str = "official",
                  pretrained_backbone: str | None = None, align_corners: bool = True,
                  dilated: bool = True, pam_chunk_size: int | None = None, pam_impl: str | None = None,
-                 stem: str = "plain", stem_width: int | None = None):
+                 stem: str = "plain", stem_width: int | None = None, aux: bool = False):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"DANet: attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -56,6 +60,7 @@ class DANet(nn.Module):
         self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated, stem, stem_width)  # official prefix
         self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
                               attention=attention, pam_chunk_size=pam_chunk_size, pam_impl=pam_impl)
+        self.auxlayer = FCNHead(self.pretrained.layer3_channels, num_classes) if aux else None
         if pretrained_backbone:
             load_backbone(self.pretrained, pretrained_backbone)
 
@@ -68,6 +73,16 @@ class DANet(nn.Module):
         outputs = self.head(self.pretrained(x))                           # each (B, K, H, W)
         return tuple(F.interpolate(o, size, mode="bilinear", align_corners=self.align_corners)
                      for o in outputs)                                    # each (B, K, H0, W0)
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """``(forward(x), aux logits)``; the auxiliary FCN head reads layer3, logits (B, K, H0, W0)."""
+        if self.auxlayer is None:
+            raise ValueError("DANet.forward_with_aux: this model was built without aux=True")
+        size = x.shape[2:]
+        c3, c4 = self.pretrained.stages(x)                                # layer3, layer4 maps
+        logits = (*self.head(c4), self.auxlayer(c3))                      # each (B, K, H, W)
+        up = [F.interpolate(o, size, mode="bilinear", align_corners=self.align_corners) for o in logits]
+        return tuple(up[:-1]), up[-1]                                     # each (B, K, H0, W0)
 
 
 def load_backbone(backbone: nn.Module, source: str) -> None:
