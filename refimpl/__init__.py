@@ -7,11 +7,19 @@ Every function mirrors a module of the authors' released code (github.com/junfu1
 - :func:`position_attention`      -- ``PAM_Module``  (Sec. 3.2 of the paper)
 - :func:`channel_attention`       -- ``CAM_Module``  (Sec. 3.3 of the paper)
 - :func:`danet_head`              -- ``DANetHead``   (Sec. 3.4 of the paper)
+- :func:`conv2d`, :func:`batch_norm`, :func:`max_pool2d`, :func:`interpolate_bilinear`
+                                  -- ``nn.Conv2d``, ``nn.BatchNorm2d`` (eval), ``nn.MaxPool2d``,
+                                     ``F.interpolate(mode="bilinear")`` (both ``align_corners``)
+- :func:`resnet`                  -- the dilated ResNet backbone (``danet.ResNet``)
+- :func:`danet_forward`           -- the whole network (``danet.DANet``): image -> (fused, pam, cam)
 - :func:`load_npz`, :func:`check_weights` -- weights keyed by the torch ``state_dict`` names.
 """
 
 from refimpl.attention import channel_attention, position_attention, softmax
+from refimpl.backbone import resnet, resnet_weight_shapes
 from refimpl.head import batch_norm, conv2d, danet_head, head_weight_shapes
+from refimpl.network import danet_forward, danet_weight_shapes
+from refimpl.resample import interpolate_bilinear, max_pool2d
 from refimpl.weights import WeightError, check_weights, load_npz
 
 __all__ = [
@@ -25,4 +33,10 @@ __all__ = [
     "load_npz",
     "check_weights",
     "WeightError",
+    "max_pool2d",
+    "interpolate_bilinear",
+    "resnet",
+    "resnet_weight_shapes",
+    "danet_forward",
+    "danet_weight_shapes",
 ]

@@ -21,37 +21,72 @@ from refimpl.attention import CAM_VARIANTS, channel_attention, pam_weight_shapes
 from refimpl.weights import WeightError, check_weights
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
+_GEMM_DEPTH = 256  # conv2d stacks kernel taps until a matrix product is this deep (C_in x taps)
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Stride-1 convolution with 'same' zero padding, as ``nn.Conv2d(k, padding=k // 2)``.
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
+           stride: int = 1, padding: int | None = None, dilation: int = 1) -> np.ndarray:
+    """2-D convolution (cross-correlation) with zero padding, as ``nn.Conv2d(k, stride, padding, dilation)``.
 
-    .. math:: y_{o}(p) = b_o + \\sum_{dy,dx} W_{o,:,dy,dx} \\cdot x_{:}(p + (dy, dx) - k//2)
+    .. math:: y_o(p) = b_o + \\sum_{dy,dx} W_{o,:,dy,dx} \\cdot x_{:}(s\\,p + d\\,(dy, dx) - \\text{pad})
 
-    A k x k convolution is a sum of k*k 1x1 convolutions (matrix products over channels), each
-    applied to a shifted copy of the padded input.
+    A k x k convolution is a sum of k*k 1x1 convolutions (matrix products over channels), one per
+    kernel tap (dy, dx), each applied to the padded input shifted by d*(dy, dx) and subsampled by
+    the stride s: "im2col by shifts". Taps are stacked along the channel axis in groups of about
+    ``_GEMM_DEPTH`` rows (all 49 taps of the 3-channel stem in one product; one tap at a time for
+    wide layers), so each matrix product is deep enough to run at GEMM speed and the stacked
+    columns never exceed ~max(C_in, _GEMM_DEPTH) x N.
 
     Parameters
     ----------
     x : ndarray (B, C_in, H, W).
-    weight : ndarray (C_out, C_in, k, k), k odd.
+    weight : ndarray (C_out, C_in, kh, kw).
     bias : ndarray (C_out,) or None.
+    stride, dilation : ints, as in ``nn.Conv2d``.
+    padding : int, or None for 'same' padding ``dilation * (k // 2)`` (odd kernels only).
+
+    Returns
+    -------
+    ndarray (B, C_out, H_out, W_out), x's dtype, with H_out = (H + 2 pad - d (kh - 1) - 1) // s + 1.
     """
     nb, C_in, H, W = x.shape
     C_out, C_w, kh, kw = weight.shape
-    if C_w != C_in or kh != kw or kh % 2 != 1:
-        raise ValueError(f"conv2d: weight {weight.shape} does not fit input {x.shape} (odd square kernel)")
-    p = kh // 2
-    weight = weight.astype(x.dtype, copy=False)
-    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))                  # (B, C_in, H+2p, W+2p)
-    y = np.zeros((nb, C_out, H * W), dtype=x.dtype)                       # (B, C_out, N)
-    for dy in range(kh):
-        for dx in range(kw):
-            shifted = x_pad[:, :, dy:dy + H, dx:dx + W].reshape(nb, C_in, H * W)  # (B, C_in, N)
-            y += weight[:, :, dy, dx] @ shifted                                   # (B, C_out, N)
+    if C_w != C_in:
+        raise ValueError(f"conv2d: weight {weight.shape} does not fit input {x.shape} "
+                         f"({C_w} input channels, expected {C_in})")
+    if padding is None:
+        if kh % 2 != 1 or kw % 2 != 1:
+            raise ValueError(f"conv2d: padding=None ('same') needs an odd kernel, got weight {weight.shape}")
+        ph, pw = dilation * (kh // 2), dilation * (kw // 2)
+    else:
+        ph = pw = padding
+    s, d = stride, dilation
+    Ho = (H + 2 * ph - d * (kh - 1) - 1) // s + 1
+    Wo = (W + 2 * pw - d * (kw - 1) - 1) // s + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"conv2d: input {x.shape} is too small for weight {weight.shape} with "
+                         f"stride {s}, padding {padding}, dilation {d}")
+    N = Ho * Wo
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x  # (B, C_in, H+2ph, W+2pw)
+    # column block t of W2 is the 1x1 weight of tap t = (dy, dx), row-major over the kernel
+    W2 = weight.astype(x.dtype, copy=False).transpose(0, 2, 3, 1).reshape(C_out, kh * kw * C_in)  # (C_out, k*k*C_in)
+
+    def shifted(dy, dx):  # what tap (dy, dx) sees at every output pixel
+        r, c = dy * d, dx * d
+        return x_pad[:, :, r:r + s * (Ho - 1) + 1:s, c:c + s * (Wo - 1) + 1:s].reshape(nb, C_in, N)  # (B, C_in, N)
+
+    taps = [(dy, dx) for dy in range(kh) for dx in range(kw)]
+    per = max(1, _GEMM_DEPTH // C_in)                                     # taps per matrix product
+    y = None
+    for t0 in range(0, len(taps), per):
+        group = taps[t0:t0 + per]
+        cols = np.concatenate([shifted(dy, dx) for dy, dx in group], axis=1) if len(group) > 1 \
+            else shifted(*group[0])                                       # (B, g*C_in, N)
+        part = W2[:, t0 * C_in:(t0 + len(group)) * C_in] @ cols           # (B, C_out, N)
+        y = part if y is None else np.add(y, part, out=y)
     if bias is not None:
         y += bias.astype(x.dtype, copy=False)[:, None]
-    return y.reshape(nb, C_out, H, W)                                     # (B, C_out, H, W)
+    return y.reshape(nb, C_out, Ho, Wo)                                   # (B, C_out, H_out, W_out)
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, eps: float = BN_EPS) -> np.ndarray:
