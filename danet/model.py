@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from danet.attention import check_pam_impl
+from danet.attention import DEFAULT_CHUNK_SIZE
 from danet.aux_head import FCNHead
 from danet.backbone import ARCHS, ResNet
 from danet.head import ATTENTIONS, DANetHead
@@ -33,10 +33,10 @@ class DANet(nn.Module):
     aux : also build ``auxlayer``, an FCN head on layer3 (:class:`danet.aux_head.FCNHead`, the
         authors' ``auxlayer``; mmsegmentation's ``auxiliary_head``). ``forward`` never uses it;
         ``forward_with_aux`` returns its logits beside the usual outputs.
-    pam_chunk_size : query-block size for memory-bounded position attention (None: explicit).
-    pam_impl : how the position attention out = γ·D·softmax(BᵀC)ᵀ + A is computed: None (explicit,
-        or chunked if ``pam_chunk_size`` is given), ``"explicit"`` (the N×N matrix at once, as the
-        official code), ``"chunked"`` (query blocks of ``pam_chunk_size``, default 1024) or
+    pam_chunk_size : query-block size of ``pam_impl="chunked"`` (default 1024); ignored otherwise.
+    pam_impl : how the position attention out = γ·D·softmax(BᵀC)ᵀ + A is computed:
+        ``"explicit"`` (default; the N×N matrix at once, as the official code), ``"chunked"``
+        (query blocks of ``pam_chunk_size``) or
         ``"sdpa"`` (``scaled_dot_product_attention``, a fused kernel). Same logits; for a whole
         1024×2048 image (N = 32,768) the explicit N×N matrix alone is 4 GiB in float32.
 
@@ -48,14 +48,13 @@ class DANet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50", output_stride: int = 8,
                  multi_grid=None, attention: str = "both", cam_variant: str = "official",
                  pretrained_backbone: str | None = None, align_corners: bool = True,
-                 dilated: bool = True, pam_chunk_size: int | None = None, pam_impl: str | None = None,
+                 dilated: bool = True, pam_chunk_size: int = DEFAULT_CHUNK_SIZE, pam_impl: str = "explicit",
                  stem: str = "plain", stem_width: int | None = None, aux: bool = False):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"DANet: attention must be one of {ATTENTIONS}, got {attention!r}")
         if backbone not in ARCHS:
             raise ValueError(f"DANet: unknown backbone {backbone!r}; choose one of {sorted(ARCHS)}")
-        check_pam_impl(pam_impl, pam_chunk_size, "DANet")
         self.align_corners = align_corners
         self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated, stem, stem_width)  # official prefix
         self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
@@ -67,6 +66,11 @@ class DANet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone feature map A (B, C, H0/os, W0/os), the head's input."""
         return self.pretrained(x)
+
+    def gammas(self) -> dict:
+        """The learned attention scales: PAM's γ and CAM's β (None where the module is absent)."""
+        return {"gamma_pam": self.head.sa.gamma.item() if hasattr(self.head, "sa") else None,
+                "beta_cam": self.head.sc.gamma.item() if hasattr(self.head, "sc") else None}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         size = x.shape[2:]

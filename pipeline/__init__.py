@@ -1,7 +1,32 @@
 """Luigi pipeline: data -> training -> evaluation -> NumPy export -> reference check -> ablation -> report.
 
-Run it with ``luigi --module pipeline FullReport --local-scheduler`` (``make report``).
+Run it with ``luigi --module pipeline FullReport`` (``make report``). Modules, one way round:
+
+- ``tasks``      the task graph (Luigi): one task per artifact, requires -> output -> run
+- ``artifacts``  paths, atomic writes, JSON, the environment record, the task lock
+- ``build``      datasets on disk, Dataset objects, models and checkpoints
+- ``train``, ``evaluate``, ``parity``, ``report``   the work itself, on plain values
+- ``distributed``  data-parallel training processes (torchrun); ``datasets``, ``download``,
+  ``synthetic``, ``presets``  the data and the recipes
+
+Only ``tasks`` imports Luigi. It is imported here when Luigi is already loaded -- as under
+``luigi --module pipeline``, which needs the task classes registered -- and on first access to a
+task name otherwise, so ``python -m pipeline.distributed`` and the library modules never load it.
 """
 
-from pipeline.tasks import (Ablation, Evaluation, FullReport, NumpyWeights, PreparedDataset,  # noqa: F401
-                            ReferenceCheck, TrainedModel)
+import sys
+
+TASKS = ("PreparedDataset", "TrainedModel", "Evaluation", "NumpyWeights", "ReferenceCheck", "Ablation",
+         "FullReport")
+
+
+def __getattr__(name):
+    if name in TASKS:
+        from pipeline import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+if "luigi" in sys.modules:
+    from pipeline import tasks  # noqa: F401 -- registers the tasks with Luigi

@@ -5,9 +5,12 @@ Each dataset is a :class:`torch.utils.data.Dataset` whose items are
 mean and std, ``label`` an int64 tensor (H, W) of class indices in
 ``[0, NUM_CLASSES)`` with ``IGNORE_INDEX`` (255) for pixels to ignore.
 
-An optional ``transform(image, label) -> (image, label)`` receives the uint8 HWC image
-and the already-mapped HW label as NumPy arrays, before normalisation (use it for
-crops, flips, resizes). ``verify()`` opens every file and reports the first problem.
+An optional ``transform(image, label, rng) -> (image, label)`` receives the uint8 HWC image,
+the already-mapped HW label as NumPy arrays, before normalisation, and a NumPy random generator
+seeded by the item: ``dataset[(index, seed)]`` seeds it with ``seed`` (training draws one seed per
+sample, so an augmented batch is a function of the seed alone), ``dataset[index]`` with ``index``.
+:class:`RandomScaleCropFlip` is the training augmentation. ``verify()`` opens every file and
+reports the first problem.
 
 :func:`prepare` downloads, verifies and extracts a dataset into a data root; the
 URLs and checksums live in :data:`SOURCES` (tests point them to a loopback server).
@@ -90,6 +93,45 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+PAD_RGB = (124, 116, 104)  # the ImageNet mean in uint8: zero after normalisation
+
+
+class RandomScaleCropFlip:
+    """Training augmentation, a dataset transform: random rescale, pad, random crop, random flip.
+
+    In this order, every draw from the item's ``rng``: rescale by s ~ U(scale_range) (bilinear
+    image, nearest label); pad bottom/right up to the crop (mean colour, label ``IGNORE_INDEX``, so
+    padding is never a class); a random crop_size × crop_size window; a horizontal flip with
+    probability 1/2. Image and label always receive the same geometry.
+    """
+
+    def __init__(self, crop_size: int | None = None, scale_range: tuple | None = None, flip: bool = True):
+        self.crop_size, self.scale_range, self.flip = crop_size, scale_range, flip
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        label = label.astype(np.uint8)                                   # (H, W), 255 = ignore
+        if self.scale_range:
+            s = rng.uniform(*self.scale_range)
+            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))  # PIL: (W, H)
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+        if self.crop_size:
+            c = self.crop_size
+            ph, pw = max(c - image.shape[0], 0), max(c - image.shape[1], 0)
+            if ph or pw:
+                padded = np.empty((image.shape[0] + ph, image.shape[1] + pw, 3), np.uint8)  # (H + ph, W + pw, 3)
+                padded[:] = PAD_RGB
+                padded[:image.shape[0], :image.shape[1]] = image
+                image = padded
+                label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+            y = int(rng.integers(0, image.shape[0] - c + 1))
+            x = int(rng.integers(0, image.shape[1] - c + 1))
+            image, label = image[y:y + c, x:x + c], label[y:y + c, x:x + c]
+        if self.flip and rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return image, label
+
+
 def _read_split_file(path: Path) -> list[str]:
     """Non-empty, stripped lines of a split file; DatasetError if missing."""
     if not path.is_file():
@@ -159,12 +201,14 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        """``dataset[index]`` or ``dataset[(index, seed)]`` -> (normalised image, label); see the module docstring."""
+        index, seed = item if isinstance(item, tuple) else (item, item)
         image_path, label_path = self.samples[index]
         image = read_image(image_path)
         label = self.map_label(read_label(label_path))
         if self.transform is not None:
-            image, label = self.transform(image, label)
+            image, label = self.transform(image, label, np.random.default_rng(seed))
         label = np.ascontiguousarray(label, dtype=np.int64)
         return normalize(image), torch.from_numpy(label)
 

@@ -24,13 +24,101 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import datetime
+import faulthandler
+import gc
 import os
 import sys
+import traceback
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from danet.attention import CAM_VARIANTS
+from danet.head import ATTENTIONS
+
+DEFAULT_TIMEOUT_S = 1800  # a rank that waits longer than this on the others fails instead of hanging
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs) -> tuple[int, int]:
+    """Join the process group that torchrun (or ``kwargs``: init_method, rank, world_size) describes.
+
+    Backend NCCL with CUDA, gloo otherwise; a finite ``timeout_s`` for every collective, so a rank
+    whose peer died raises instead of waiting forever. Returns (rank, world size).
+    """
+    faulthandler.enable()  # a fatal signal (SIGABRT, SIGSEGV) prints every thread's Python stack
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend or ("nccl" if cuda else "gloo"),
+                            timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: free what still holds it, then destroy it.
+
+    A DistributedDataParallel wrapper keeps a reference to the group (its reducer) and sits in
+    reference cycles, so it outlives ``train`` until the garbage collector runs. Destroying the
+    group while it is alive leaves gloo's worker threads running.
+    """
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def exit_rank(code: int = 0) -> None:
+    """End this rank's process now, after flushing its output, without interpreter shutdown.
+
+    Interpreter shutdown destroys C++ objects in no particular order; a gloo thread still joinable
+    at that moment makes the C++ runtime call ``std::terminate`` ("terminate called without an
+    active exception", SIGABRT) -- under load, long after the work succeeded. A rank has written
+    and synced everything by now, so nothing is lost by skipping that teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_rank(fn, *args, **kwargs) -> None:
+    """Run ``fn`` as one rank's whole life: its exit code is 0, or 1 with the traceback printed."""
+    code = 0
+    try:
+        fn(*args, **kwargs)
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            print(stop.code if isinstance(stop.code, str) else "", file=sys.stderr)
+            code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: BLE001 -- printed, then the exit code says it failed
+        traceback.print_exc()
+        code = 1
+    finally:
+        shutdown_distributed()
+    exit_rank(code)
+
+
+def launch(nproc: int, *, dataset: str, dataset_dir: str, preset: str, attention: str, cam_variant: str,
+           seed: int, out: str, progress: bool = True) -> dict:
+    """Train in ``nproc`` processes: ``python -m torch.distributed.run --standalone
+    --nproc_per_node=nproc -m pipeline.distributed ...``; returns rank 0's ``summary.json``."""
+    import subprocess
+
+    from pipeline.artifacts import read_json
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pipeline.distributed", "--dataset", dataset, "--dataset-dir", dataset_dir, "--preset", preset,
+           "--attention", attention, "--cam-variant", cam_variant, "--seed", str(seed), "--out", os.path.abspath(out)]
+    if not progress:
+        cmd.append("--no-progress")
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")]))}
+    print(" ".join(cmd), file=sys.stderr)
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"distributed training ({nproc} processes) exited with code {rc}; its output is "
+                           f"above; rerunning resumes from the last checkpoint in {out}")
+    return read_json(os.path.join(out, "summary.json"))
 
 
 def parse_args(argv=None):
@@ -38,27 +126,28 @@ def parse_args(argv=None):
     p.add_argument("--dataset-dir", required=True, help="a prepared dataset (PreparedDataset's data_dir)")
     p.add_argument("--dataset", default="synthetic", help="synthetic | camvid | voc2012 | cityscapes | ade20k")
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--attention", default="both", choices=("none", "pam", "cam", "both"))
-    p.add_argument("--cam-variant", default="official", choices=("official", "paper"))
+    p.add_argument("--attention", default="both", choices=ATTENTIONS)
+    p.add_argument("--cam-variant", default="official", choices=CAM_VARIANTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="work directory: checkpoints, metrics.jsonl, summary.json")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (CUDA only), whatever the preset says")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many iterations (tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="how long a rank waits on the others in a collective before failing")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
+    from pipeline.artifacts import write_json
+    from pipeline.build import build_model, load_dataset
     from pipeline.presets import get_preset, validate
-    from pipeline.tasks import build_model, load_dataset, write_json_atomic
     from pipeline.train import train
 
     args = parse_args(argv)
     cuda = torch.cuda.is_available()
     if "RANK" in os.environ and not dist.is_initialized():
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        init_distributed(timeout_s=args.timeout_s)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     try:
         preset = get_preset(args.preset)
@@ -87,12 +176,11 @@ def main(argv=None) -> dict:
                         stop_after=args.stop_after)
         summary["sync_bn"] = bool(sync_bn and world > 1)
         if rank == 0:
-            write_json_atomic(os.path.join(args.out, "summary.json"), summary)
+            write_json(os.path.join(args.out, "summary.json"), summary)
         return summary
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown_distributed()
 
 
 if __name__ == "__main__":
-    main()
+    run_rank(main)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 import refimpl
-from pipeline.train import gammas
 from refimpl.head import head_weight_shapes, sub_weights
 
 
@@ -33,7 +32,7 @@ def reference_check(model, npz_path: str, dataset, cam_variant: str = "official"
     A = model.features(x)                                                             # (B, C_in, H, W)
     K = model.head.conv6[1].out_channels
     weights32 = refimpl.load_npz(npz_path, expected=head_weight_shapes(A.shape[1], K))
-    result = {"images": int(x.shape[0]), "feature_shape": list(A.shape), **gammas(model)}
+    result = {"images": int(x.shape[0]), "feature_shape": list(A.shape), **model.gammas()}
     for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
         head = copy.deepcopy(model.head).to(dtype).eval()
         w = {k: (v.astype(np.float64) if dtype == torch.float64 and v.dtype.kind == "f" else v)

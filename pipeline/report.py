@@ -16,6 +16,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from danet.head import ATTENTIONS  # noqa: E402
+from pipeline.artifacts import environment, read_jsonl  # noqa: E402
+from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 # Paper, Table 1 (Cityscapes val, mIoU %): the ablation this pipeline repeats on its own data.
@@ -66,11 +69,6 @@ def _table(header, rows) -> str:
 
 def _fmt(v, digits=3):
     return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-
-
-def _read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, int]]:
@@ -146,28 +144,27 @@ def _mass_per_class(row: np.ndarray, label: np.ndarray, k: int) -> dict:
     return {str(c): float(row[cells == c].sum()) for c in range(k) if np.any(cells == c)}
 
 
-def build_report(task) -> tuple[str, dict]:
-    """Everything the FullReport task shows, from the artifacts its requirements produced."""
-    from pipeline.tasks import (ATTENTIONS, Evaluation, TrainedModel, environment, load_dataset, load_trained,
-                                read_json)
-    from pipeline.train import gammas
+def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, parity: dict,
+                 cam_variant: str = "official") -> tuple[str, dict]:
+    """The FullReport page and its JSON summary, from plain records.
 
-    inputs = task.input()
-    data = read_json(inputs["data"])
-    preset = task.get_preset()
+    ``data`` is a dataset record (dataset.json); ``runs`` maps each attention mode to
+    ``{"dir": its model directory, "train": its params.json, "eval": its eval.json}``; ``ablation``
+    and ``parity`` are the contents of ablation.json and parity.json.
+    """
     val = load_dataset(data, "val")
     k, names = data["num_classes"], data["class_names"]
     synthetic = data["dataset"] == "synthetic"
-    ablation = read_json(inputs["ablation"])["ablation"]
-    parity = read_json(inputs["parity"])
-    both_task = task.requires()["both"]
-    model = load_trained(both_task, read_json(inputs["both"]))
-    eval_both = read_json(Evaluation(**both_task.param_kwargs).output())
-    dirs = {a: Evaluation(**{**both_task.param_kwargs, "attention": a}).model_dir() for a in ATTENTIONS}
-    train_params = {a: read_json(os.path.join(d, "params.json")) for a, d in dirs.items()}
-    eval_params = {a: read_json(os.path.join(d, "eval.json")) for a, d in dirs.items()}
-    logs = {a: _read_jsonl(os.path.join(d, "metrics.jsonl")) for a, d in dirs.items()}
-    preds = {a: np.load(os.path.join(dirs[a], "predictions.npz"))["predictions"] for a in ("none", "both")}
+
+    def trained(a):
+        return load_trained(os.path.join(runs[a]["dir"], "model.pt"), preset, k, a, cam_variant)
+
+    model = trained("both")
+    eval_both = runs["both"]["eval"]
+    train_params = {a: r["train"] for a, r in runs.items()}
+    eval_params = {a: r["eval"] for a, r in runs.items()}
+    logs = {a: read_jsonl(os.path.join(r["dir"], "metrics.jsonl")) for a, r in runs.items()}
+    preds = {a: np.load(os.path.join(runs[a]["dir"], "predictions.npz"))["predictions"] for a in ("none", "both")}
 
     sections = []
     # 1. dataset and configuration
@@ -179,7 +176,7 @@ def build_report(task) -> tuple[str, dict]:
         ["iterations × batch", f"{preset.iterations} × {preset.batch_size}"],
         ["lr (head ×)", f"{preset.lr} (×{preset.head_lr_mult}), poly {preset.poly_power}, momentum "
                         f"{preset.momentum}, weight decay {preset.weight_decay}"],
-        ["seed", task.seed]]) + _receptive_field_note(model, data)))
+        ["seed", seed]]) + _receptive_field_note(model, data)))
     env = environment()
     sections.append(("Environment", _table(["item", "value"], [[k_, v] for k_, v in env.items()])))
 
@@ -235,11 +232,10 @@ def build_report(task) -> tuple[str, dict]:
     sections.append(("Final metrics (val)", metrics_html + _img(_png(fig), "per-class IoU and confusion")))
 
     # 5. attention: DANet's own PAM, and the PAM-only model's (which must use PAM to solve the task)
-    pam_task = TrainedModel(**{**both_task.param_kwargs, "attention": "pam"})
-    pam_model = load_trained(pam_task, read_json(pam_task.output()))
+    pam_model = trained("pam")
     pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
     pam_only_fig, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
-    g = {**gammas(model), "pam_only_gamma": gammas(pam_model)["gamma_pam"]}
+    g = {**model.gammas(), "pam_only_gamma": pam_model.gammas()["gamma_pam"]}
 
     def share_table(records):
         return _table(["image", "query (y, x)", "share of the attention row per class"],
@@ -257,7 +253,7 @@ def build_report(task) -> tuple[str, dict]:
                      + _img(pam_only_fig, "PAM attention maps, PAM-only model") + share_table(pam_only_records)
                      + _img(pam_fig, "PAM attention maps, DANet") + share_table(attention_records)
                      + _img(cam_fig, "CAM matrix")
-                     + f"<p>CAM variant: <b>{task.requires()['both'].cam_variant}</b>. The official code's "
+                     + f"<p>CAM variant: <b>{cam_variant}</b>. The official code's "
                        "softmax(rowmax(X) − X) equals softmax(−X): each channel attends most to the channels "
                        "least similar to it; the paper's equation softmax(X) is the opposite.</p>"))
 
@@ -291,7 +287,7 @@ def build_report(task) -> tuple[str, dict]:
                                                               parity["float32"]["seconds"]["torch_head"]]])))
 
     summary = {
-        "dataset": data["dataset"], "preset": preset.as_dict(), "seed": task.seed, "environment": env,
+        "dataset": data["dataset"], "preset": preset.as_dict(), "seed": seed, "environment": env,
         "ablation": {a: {"miou": ablation[a]["miou"], "pixel_accuracy": ablation[a]["pixel_accuracy"]}
                      for a in ATTENTIONS},
         "danet_minus_fcn_miou": gain, "per_class_iou": per_class, "metrics": {k_: eval_both[k_] for k_ in
@@ -308,7 +304,7 @@ def build_report(task) -> tuple[str, dict]:
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%}}
 table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
 th{{background:#f0f0f0}} .sw{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}}</style></head>
-<body><h1>DANet report: {html.escape(data['dataset'])}, preset {html.escape(preset.name)}, seed {task.seed}</h1>
+<body><h1>DANet report: {html.escape(data['dataset'])}, preset {html.escape(preset.name)}, seed {seed}</h1>
 <p>Dual Attention Network (Fu et al., CVPR 2019) trained and evaluated by this project's Luigi pipeline.</p>
 {body}</body></html>"""
     return page, summary

@@ -1,87 +1,53 @@
 """Luigi tasks, one per artifact: dataset → trained model → evaluation → NumPy weights →
 reference check → ablation → report.
 
-Every output lives under ``[pipeline] root`` (luigi.cfg; default ``artifacts``), at a path that
-encodes the parameters that change it (dataset, preset, seed, attention, CAM variant) and
-``CODE_VERSION``, which is bumped when a change of code changes results. Every write is atomic,
-so a crash never leaves an output that looks complete; each artifact has ``params.json`` beside it
-(parameters, versions, seed, timings).
+Each task reads its inputs through ``self.input()``, writes its outputs through ``self.output()``
+(atomically, :mod:`pipeline.artifacts`) and keeps ``run`` short: the work is in ``build``,
+``train``, ``evaluate``, ``parity`` and ``report``, which know nothing of Luigi. Paths encode every
+parameter that changes a result (:mod:`pipeline.artifacts`); each artifact has its parameters,
+versions, seed and timing beside it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import logging
 import os
-import platform
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 import luigi
 import numpy as np
 import torch
 
-CODE_VERSION = "v1"
-ATTENTIONS = ("none", "pam", "cam", "both")
+from danet.attention import CAM_VARIANTS
+from danet.head import ATTENTIONS
+from pipeline import artifacts, build
+from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
+
 logger = logging.getLogger("luigi-interface")
 
 
-class pipeline(luigi.Config):  # noqa: N801 -- luigi maps the class name to the [pipeline] section
+class PipelineConfig(luigi.Config):
+    """The ``[pipeline]`` section of luigi.cfg (``--pipeline-root``, ``--pipeline-progress`` on the command line)."""
+
     root = luigi.Parameter(default="artifacts", description="directory under which every artifact is written")
     progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                    description="show progress bars (true|false)")
 
-
-def environment() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "luigi": luigi.__version__ if hasattr(luigi, "__version__") else "unknown",
-            "platform": platform.platform(), "device": _device_name(),
-            "torch_threads": torch.get_num_threads()}
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-
-
-def write_json_atomic(target: luigi.LocalTarget | str, obj) -> None:
-    """Write JSON through a temporary file renamed into place."""
-    if isinstance(target, str):
-        target = luigi.LocalTarget(target)
-    with target.open("w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(target) -> dict:
-    with (target.open("r") if hasattr(target, "open") else open(target)) as f:
-        return json.load(f)
+    @classmethod
+    def get_task_family(cls):
+        return "pipeline"
 
 
 def exclusive(run):
-    """Run a task's ``run`` under an exclusive file lock on its task id, and skip the work if,
-    once the lock is held, the output is already complete: two pipelines started at once on the
-    same root then build each artifact once, and the second one waits and reuses it."""
+    """Run ``run`` under an exclusive lock on the task id, and skip the work if, once the lock is
+    held, the output is complete: two pipelines started at once on one root build each artifact
+    once, and the second reuses it."""
 
     @functools.wraps(run)
     def wrapper(self):
-        lock_dir = os.path.join(self.root, CODE_VERSION, ".locks")
-        os.makedirs(lock_dir, exist_ok=True)
-        with open(os.path.join(lock_dir, f"{self.task_id}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with artifacts.exclusive_lock(self.root, self.task_id):
             if self.complete():
                 logger.info("%s was completed by another process meanwhile; nothing to do", self.task_id)
                 return
@@ -92,12 +58,16 @@ def exclusive(run):
 
 class _Base(luigi.Task):
     dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | cityscapes | ade20k")
-    preset = luigi.Parameter(default="cpu", description="cpu | smoke | cityscapes | voc")
+    preset = luigi.Parameter(default="cpu", description="cpu | tutorial | smoke | cityscapes | voc")
     data_root = luigi.Parameter(default="", description="an existing copy of the dataset (default: download under root)")
 
     @property
     def root(self) -> str:
-        return pipeline().root
+        return PipelineConfig().root
+
+    @property
+    def progress(self) -> bool:
+        return PipelineConfig().progress
 
     def get_preset(self):
         from pipeline.presets import get_preset, validate
@@ -106,110 +76,53 @@ class _Base(luigi.Task):
         validate(preset)  # structural checks, before any work; image sizes are checked before training
         return preset
 
-    def params_record(self, started: float, **extra) -> dict:
+    def record(self, started: float, **extra) -> dict:
+        """What is kept beside each artifact: parameters, code version, preset, environment, seconds."""
         return {"task": self.task_family, "params": self.param_kwargs, "code_version": CODE_VERSION,
-                "preset": self.get_preset().as_dict(), "environment": environment(),
+                "preset": self.get_preset().as_dict(), "environment": artifacts.environment(),
                 "seconds": round(time.time() - started, 3), **extra}
+
+    def _data(self):
+        return PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)
 
 
 class PreparedDataset(_Base):
     """The dataset on disk, generated (synthetic) or downloaded, verified, with its splits.
 
-    Output: ``<root>/<CODE_VERSION>/data/<dataset>[-<preset>]/dataset.json``.
+    Output: ``<root>/<v>/data/<dataset>[-<preset>]/dataset.json``.
     """
 
     def requires(self):
         return []
 
     def output(self):
-        name = f"{self.dataset}-{self.preset}" if self.dataset == "synthetic" else self.dataset
-        return luigi.LocalTarget(os.path.join(self.root, CODE_VERSION, "data", name, "dataset.json"))
+        return luigi.LocalTarget(os.path.join(artifacts.data_dir(self.root, self.dataset, self.preset), "dataset.json"))
 
     @exclusive
     def run(self):
-        from pipeline import datasets, synthetic
-
         started = time.time()
-        out_dir = os.path.dirname(self.output().path)
-        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-        if self.dataset == "synthetic":
-            params = {"n_train": 400, "n_val": 100, **self.get_preset().synthetic}
-            tmp = tempfile.mkdtemp(prefix=".tmp-synthetic-", dir=os.path.dirname(out_dir))
-            try:
-                synthetic.generate(tmp, **params, progress=pipeline().progress)
-                if os.path.exists(out_dir):
-                    shutil.rmtree(out_dir)
-                os.replace(tmp, out_dir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            data_dir, cls = out_dir, synthetic.KeyedShapes
-        else:
-            if self.dataset not in datasets.DATASETS:
-                raise ValueError(f"unknown dataset {self.dataset!r}; choose synthetic or one of {sorted(datasets.DATASETS)}")
-            cls = datasets.DATASETS[self.dataset]
-            data_dir = str(datasets.prepare(self.dataset, self.data_root or os.path.join(out_dir, "raw"),
-                                            progress=pipeline().progress))
-        counts = {split: cls(data_dir, split).verify() for split in ("train", "val")}
-        sizes = sorted({_image_size(p) for p, _ in cls(data_dir, "train").samples})
-        write_json_atomic(self.output(), {"dataset": self.dataset, "data_dir": os.path.abspath(data_dir),
-                                          "num_classes": cls.NUM_CLASSES, "class_names": list(cls.CLASS_NAMES),
-                                          "counts": counts, "train_image_sizes": sizes[:1000],
-                                          **self.params_record(started)})
-
-
-def _image_size(path) -> tuple[int, int]:
-    """(H, W) from the image header, without decoding the pixels."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.height, img.width
-
-
-def load_dataset(record: dict, split: str):
-    """The Dataset object described by a PreparedDataset's dataset.json."""
-    from pipeline import datasets, synthetic
-
-    cls = synthetic.KeyedShapes if record["dataset"] == "synthetic" else datasets.DATASETS[record["dataset"]]
-    return cls(record["data_dir"], split)
+        record = build.prepare_dataset(self.dataset, self.get_preset(), os.path.dirname(self.output().path),
+                                       self.data_root, progress=self.progress)
+        write_json(self.output().path, {**record, **self.record(started)})
 
 
 class _ModelTask(_Base):
     seed = luigi.IntParameter(default=0)
     attention = luigi.ChoiceParameter(choices=ATTENTIONS, default="both")
-    cam_variant = luigi.ChoiceParameter(choices=("official", "paper"), default="official")
-    # used by TrainedModel only (see there); declared here so that every model task accepts a
-    # TrainedModel's param_kwargs (report.py builds Evaluation(**trained.param_kwargs))
-    nproc = luigi.IntParameter(default=1, significant=False,
-                               description="TrainedModel: training processes (torchrun; > 1 trains data-parallel)")
+    cam_variant = luigi.ChoiceParameter(choices=CAM_VARIANTS, default="official")
 
     def model_dir(self) -> str:
-        return os.path.join(self.root, CODE_VERSION, "runs", self.dataset, self.preset, f"seed{self.seed}",
-                            f"{self.attention}-{self.cam_variant}")
+        return artifacts.model_dir(self.root, self.dataset, self.preset, self.seed, self.attention, self.cam_variant)
 
     def model_params(self) -> dict:
         return {"dataset": self.dataset, "preset": self.preset, "data_root": self.data_root, "seed": self.seed,
                 "attention": self.attention, "cam_variant": self.cam_variant}
 
-
-def build_model(preset, num_classes: int, attention: str, cam_variant: str, pretrained: bool = True):
-    from danet import DANet
-
-    model = DANet(num_classes, backbone=preset.backbone, output_stride=preset.output_stride,
-                  multi_grid=preset.multi_grid, attention=attention, cam_variant=cam_variant,
-                  pretrained_backbone=preset.pretrained_backbone if pretrained else None, dilated=preset.dilated)
-    if preset.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model
-
-
-def load_trained(task: _ModelTask, record: dict):
-    """The trained model of ``task`` (a TrainedModel output), in eval mode on the CPU."""
-    model = build_model(task.get_preset(), record["num_classes"], task.attention, task.cam_variant, pretrained=False)
-    state = torch.load(os.path.join(task.model_dir(), "model.pt"), map_location="cpu", weights_only=True)
-    from danet import load_state_dict_strict
-
-    load_state_dict_strict(model, state, where=f"checkpoint {task.model_dir()}/model.pt")
-    return model.eval()
+    def load_model(self, trained: luigi.LocalTarget):
+        """The model a TrainedModel output (its params.json) describes, in eval mode on the CPU."""
+        record = read_json(trained)
+        return build.load_trained(os.path.join(os.path.dirname(trained.path), "model.pt"), self.get_preset(),
+                                  record["num_classes"], self.attention, self.cam_variant)
 
 
 class TrainedModel(_ModelTask):
@@ -223,63 +136,50 @@ class TrainedModel(_ModelTask):
     dropout), and ``params.json`` records ``nproc`` and the world size, so the difference is traceable.
     """
 
+    nproc = luigi.IntParameter(default=1, significant=False,
+                               description="training processes (torchrun; > 1 trains data-parallel)")
+
     def requires(self):
-        return PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)
+        return self._data()
 
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "params.json"))
 
-    def _train_distributed(self, record: dict, work: str) -> dict:
-        """``torchrun --standalone --nproc_per_node=nproc -m pipeline.distributed ...``; its summary."""
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
-               "-m", "pipeline.distributed", "--dataset", record["dataset"], "--dataset-dir", record["data_dir"],
-               "--preset", self.preset, "--attention", self.attention, "--cam-variant", self.cam_variant,
-               "--seed", str(self.seed), "--out", os.path.abspath(work)]
-        if not pipeline().progress:
-            cmd.append("--no-progress")
-        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")]))}
-        logger.info("%s: %s", self.task_id, " ".join(cmd))
-        rc = subprocess.run(cmd, env=env).returncode
-        if rc != 0:
-            raise RuntimeError(f"distributed training ({self.nproc} processes) exited with code {rc}; "
-                               f"its output is above; rerunning resumes from the last checkpoint in {work}")
-        return read_json(os.path.join(work, "summary.json"))
-
     @exclusive
     def run(self):
+        from pipeline.distributed import launch
         from pipeline.presets import validate
         from pipeline.train import latest_checkpoint, train
 
         started = time.time()
-        record = read_json(self.input())
+        data = read_json(self.input())
         preset = self.get_preset()
-        validate(preset, record.get("train_image_sizes"))
+        validate(preset, data.get("train_image_sizes"))
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
         work = os.path.join(self.model_dir(), "work")
+        model = build.build_model(preset, data["num_classes"], self.attention, self.cam_variant,
+                                  pretrained=self.nproc == 1)
         if self.nproc > 1:
-            summary = self._train_distributed(record, work)
-            model = build_model(preset, record["num_classes"], self.attention, self.cam_variant, pretrained=False)
+            summary = launch(self.nproc, dataset=data["dataset"], dataset_dir=data["data_dir"], preset=self.preset,
+                             attention=self.attention, cam_variant=self.cam_variant, seed=self.seed, out=work,
+                             progress=self.progress)
             model.load_state_dict(latest_checkpoint(work)[1]["model"])
         else:
-            model = build_model(preset, record["num_classes"], self.attention, self.cam_variant)
-            summary = train(model, load_dataset(record, "train"), preset, work, seed=self.seed,
-                            progress=pipeline().progress)
-        final = os.path.join(self.model_dir(), "model.pt")
-        tmp = final + ".tmp"
-        torch.save(getattr(model, "module", model).cpu().state_dict(), tmp)
-        os.replace(tmp, final)
-        shutil.copyfile(os.path.join(work, "metrics.jsonl"), os.path.join(self.model_dir(), "metrics.jsonl"))
-        write_json_atomic(self.output(), {"num_classes": record["num_classes"], "class_names": record["class_names"],
-                                          "train": summary, **self.params_record(started)})
+            summary = train(model, build.load_dataset(data, "train"), preset, work, seed=self.seed,
+                            progress=self.progress)
+        build.save_model(model, os.path.join(self.model_dir(), "model.pt"))
+        with atomic_path(os.path.join(self.model_dir(), "metrics.jsonl")) as tmp:
+            shutil.copyfile(os.path.join(work, "metrics.jsonl"), tmp)
+        write_json(self.output().path, {"num_classes": data["num_classes"], "class_names": data["class_names"],
+                                        "train": summary, **self.record(started)})
 
 
 class Evaluation(_ModelTask):
     """Metrics of a trained model on the val split: ``eval.json`` and a few ``predictions.npz``."""
 
     def requires(self):
-        return TrainedModel(**self.model_params())
+        return {"model": TrainedModel(**self.model_params()), "data": self._data()}
 
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "eval.json"))
@@ -289,17 +189,12 @@ class Evaluation(_ModelTask):
         from pipeline.evaluate import evaluate
 
         started = time.time()
-        record = read_json(self.input())
-        model = load_trained(self, record)
-        data = read_json(self.requires().requires().output())
-        result = evaluate(model, load_dataset(data, "val"), self.get_preset(), progress=pipeline().progress,
-                          keep_predictions=6)
-        preds = np.stack(result.pop("predictions")) if result.get("predictions") else np.zeros((0,), np.uint8)
-        pred_target = luigi.LocalTarget(os.path.join(self.model_dir(), "predictions.npz"))
-        with pred_target.temporary_path() as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, predictions=preds)
-        write_json_atomic(self.output(), {**result, **self.params_record(started)})
+        result = evaluate(self.load_model(self.input()["model"]), build.load_dataset(read_json(self.input()["data"]), "val"),
+                          self.get_preset(), progress=self.progress, keep_predictions=6)
+        predictions = result.pop("predictions")
+        with atomic_path(os.path.join(self.model_dir(), "predictions.npz")) as tmp, open(tmp, "wb") as f:
+            np.savez(f, predictions=np.stack(predictions) if predictions else np.zeros((0,), np.uint8))
+        write_json(self.output().path, {**result, **self.record(started)})
 
 
 class NumpyWeights(_ModelTask):
@@ -315,8 +210,7 @@ class NumpyWeights(_ModelTask):
     def run(self):
         from danet import export_npz
 
-        model = load_trained(self, read_json(self.input()))
-        export_npz(model.head, self.output().path)  # atomic: temporary file renamed into place
+        export_npz(self.load_model(self.input()).head, self.output().path)  # danet's own atomic write
 
 
 class ReferenceCheck(_ModelTask):
@@ -326,7 +220,8 @@ class ReferenceCheck(_ModelTask):
     """
 
     def requires(self):
-        return {"model": TrainedModel(**self.model_params()), "weights": NumpyWeights(**self.model_params())}
+        return {"model": TrainedModel(**self.model_params()), "weights": NumpyWeights(**self.model_params()),
+                "data": self._data()}
 
     def output(self):
         return luigi.LocalTarget(os.path.join(self.model_dir(), "parity.json"))
@@ -338,12 +233,10 @@ class ReferenceCheck(_ModelTask):
         if self.attention != "both":
             raise ValueError(f"ReferenceCheck needs attention='both' (the full head), got {self.attention!r}")
         started = time.time()
-        record = read_json(self.input()["model"])
-        model = load_trained(self, record)
-        data = read_json(self.requires()["model"].requires().output())
-        result = reference_check(model, self.input()["weights"].path, load_dataset(data, "val"),
+        result = reference_check(self.load_model(self.input()["model"]), self.input()["weights"].path,
+                                 build.load_dataset(read_json(self.input()["data"]), "val"),
                                  cam_variant=self.cam_variant)
-        write_json_atomic(self.output(), {**result, **self.params_record(started)})
+        write_json(self.output().path, {**result, **self.record(started)})
 
 
 class Ablation(_Base):
@@ -356,15 +249,15 @@ class Ablation(_Base):
                               attention=a) for a in ATTENTIONS}
 
     def output(self):
-        return luigi.LocalTarget(os.path.join(self.root, CODE_VERSION, "runs", self.dataset, self.preset,
-                                              f"seed{self.seed}", "ablation.json"))
+        return luigi.LocalTarget(os.path.join(artifacts.seed_dir(self.root, self.dataset, self.preset, self.seed),
+                                              "ablation.json"))
 
     @exclusive
     def run(self):
         started = time.time()
         rows = {a: {k: v for k, v in read_json(t).items() if k in ("miou", "pixel_accuracy", "per_class_iou")}
                 for a, t in self.input().items()}
-        write_json_atomic(self.output(), {"ablation": rows, **self.params_record(started)})
+        write_json(self.output().path, {"ablation": rows, **self.record(started)})
 
 
 class FullReport(_Base):
@@ -374,13 +267,13 @@ class FullReport(_Base):
 
     def requires(self):
         common = dict(dataset=self.dataset, preset=self.preset, data_root=self.data_root, seed=self.seed)
-        return {"ablation": Ablation(**common),
+        return {"data": self._data(), "ablation": Ablation(**common),
                 "parity": ReferenceCheck(**common, attention="both"),
-                "both": TrainedModel(**common, attention="both"),
-                "data": PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)}
+                "trained": {a: TrainedModel(**common, attention=a) for a in ATTENTIONS},
+                "evaluated": {a: Evaluation(**common, attention=a) for a in ATTENTIONS}}
 
     def output(self):
-        d = os.path.join(self.root, CODE_VERSION, "reports", f"{self.dataset}-{self.preset}-seed{self.seed}")
+        d = artifacts.report_dir(self.root, self.dataset, self.preset, self.seed)
         return {"html": luigi.LocalTarget(os.path.join(d, "report.html")),
                 "json": luigi.LocalTarget(os.path.join(d, "report.json"))}
 
@@ -389,9 +282,13 @@ class FullReport(_Base):
         from pipeline.report import build_report
 
         started = time.time()
-        html, summary = build_report(self)
+        inputs = self.input()
+        runs = {a: {"dir": os.path.dirname(inputs["trained"][a].path), "train": read_json(inputs["trained"][a]),
+                    "eval": read_json(inputs["evaluated"][a])} for a in ATTENTIONS}
+        html, summary = build_report(read_json(inputs["data"]), self.get_preset(), self.seed, runs,
+                                     read_json(inputs["ablation"])["ablation"], read_json(inputs["parity"]),
+                                     cam_variant="official")
         summary["report_seconds"] = round(time.time() - started, 3)
         # json first, html last: the html is what a person opens, and it appears only when both are complete
-        write_json_atomic(self.output()["json"], summary)
-        with self.output()["html"].open("w") as f:
-            f.write(html)
+        write_json(self.output()["json"].path, summary)
+        artifacts.write_text(self.output()["html"].path, html)

@@ -16,6 +16,7 @@ on resume every rank loads the checkpoint rank 0 chose.
 from __future__ import annotations
 
 import contextlib
+import copy
 import glob
 import json
 import math
@@ -25,54 +26,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipeline.datasets import IGNORE_INDEX, normalize, read_image, read_label
-
-PAD_RGB = (124, 116, 104)  # the ImageNet mean in uint8: zero after normalisation
-
-
-class AugmentedView(Dataset):
-    """Training view of a SegmentationDataset: item ``(index, sample_seed)`` -> augmented pair.
-
-    Random rescale (bilinear image, nearest label), pad to the crop (mean colour, ignore label),
-    random crop, random horizontal flip -- all drawn from ``sample_seed``.
-    """
-
-    def __init__(self, base, crop_size=None, scale_range=None, flip=True):
-        self.base, self.crop_size, self.scale_range, self.flip = base, crop_size, scale_range, flip
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, item):
-        index, sample_seed = item
-        rng = np.random.default_rng(sample_seed)
-        image_path, label_path = self.base.samples[index]
-        image = read_image(image_path)                                   # (H, W, 3) uint8
-        label = self.base.map_label(read_label(label_path)).astype(np.uint8)  # (H, W)
-        if self.scale_range:
-            s = rng.uniform(*self.scale_range)
-            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-        if self.crop_size:
-            c = self.crop_size
-            ph, pw = max(c - image.shape[0], 0), max(c - image.shape[1], 0)
-            if ph or pw:  # pad bottom/right: mean colour, ignored label
-                padded = np.empty((image.shape[0] + ph, image.shape[1] + pw, 3), np.uint8)
-                padded[:] = PAD_RGB
-                padded[:image.shape[0], :image.shape[1]] = image
-                image = padded
-                label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
-            y = int(rng.integers(0, image.shape[0] - c + 1))
-            x = int(rng.integers(0, image.shape[1] - c + 1))
-            image, label = image[y:y + c, x:x + c], label[y:y + c, x:x + c]
-        if self.flip and rng.random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return normalize(image), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+from pipeline.artifacts import atomic_path
+from pipeline.datasets import IGNORE_INDEX, RandomScaleCropFlip
 
 
 def batch_plan(n: int, batch_size: int, seed: int, start: int, stop: int):
@@ -89,11 +47,6 @@ def batch_plan(n: int, batch_size: int, seed: int, start: int, stop: int):
         yield batch
 
 
-def poly_lr(base: float, it: int, total: int, power: float) -> float:
-    """Poly decay: base · (1 − it/total)^power."""
-    return base * (1 - it / total) ** power
-
-
 def make_optimizer(model, preset):
     """SGD, two parameter groups: backbone at lr, head at lr · head_lr_mult."""
     head = [p for n, p in model.named_parameters() if not n.startswith("pretrained.")]
@@ -106,14 +59,10 @@ def make_optimizer(model, preset):
 
 def segmentation_loss(outputs, target):
     """Sum of the cross-entropies of every output (1:1:1 for DANet's fused, pam, cam)."""
-    terms = [F.cross_entropy(o.float(), target, ignore_index=IGNORE_INDEX) for o in outputs]
+    # 16-bit logits (autocast) are upcast; float32 and float64 models keep their own precision
+    terms = [F.cross_entropy(o.float() if o.dtype in (torch.float16, torch.bfloat16) else o, target,
+                             ignore_index=IGNORE_INDEX) for o in outputs]
     return sum(terms), [float(t.detach()) for t in terms]
-
-
-def _save_atomic(obj, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(out_dir: str):
@@ -124,13 +73,6 @@ def latest_checkpoint(out_dir: str):
         except Exception as err:  # a truncated or corrupt file: say so and fall back to the previous one
             print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); using an older one")
     return None, None
-
-
-def gammas(model) -> dict:
-    """The learned attention scales: PAM's γ and CAM's β (None where the module is absent)."""
-    head = getattr(model, "module", model).head
-    return {"gamma_pam": head.sa.gamma.item() if hasattr(head, "sa") else None,
-            "beta_cam": head.sc.gamma.item() if hasattr(head, "sc") else None}
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -195,6 +137,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     model.to(device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
+    dtype = next(model.parameters()).dtype  # float32 normally; float64 for exact comparisons (tests)
     optimizer = make_optimizer(model, preset)
     use_amp = preset.amp and device.startswith("cuda")
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -222,7 +165,8 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
 
     total = preset.iterations
     stop = total if stop_after is None else min(total, start + stop_after)
-    view = AugmentedView(train_set, preset.crop_size, preset.scale_range, preset.flip)
+    view = copy.copy(train_set)  # the same samples, read through the training augmentation
+    view.transform = RandomScaleCropFlip(preset.crop_size, preset.scale_range, preset.flip)
     share = preset.batch_size // world  # rank r: samples [r·share, (r+1)·share) of each global batch
     plan = [b[rank * share:(rank + 1) * share] for b in batch_plan(len(train_set), preset.batch_size, seed, start, stop)]
     loader = DataLoader(view, batch_sampler=plan,
@@ -239,7 +183,8 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             lr_scale = (1 - it / total) ** preset.poly_power
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images = images.to(device, dtype=dtype, non_blocking=True)    # the model's precision
+            labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
                 outputs = net(images)
             loss, terms = segmentation_loss(outputs, labels)
@@ -262,7 +207,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             if rank == 0 and (it % preset.log_every == 0 or it == total):
                 log.write(json.dumps({"iteration": it, "loss": loss_value, "loss_terms": terms,
                                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                                      **gammas(model)}) + "\n")
+                                      **model.gammas()}) + "\n")
                 log.flush()
             if it % preset.checkpoint_every == 0 or it == total:
                 _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
@@ -271,7 +216,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
         torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
             "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "world_size": world, **gammas(model)}
+            "world_size": world, **model.gammas()}
 
 
 def _checkpoint(out_dir, model, optimizer, it, seconds, rank=0, world=1):
@@ -281,10 +226,10 @@ def _checkpoint(out_dir, model, optimizer, it, seconds, rank=0, world=1):
         torch.distributed.all_gather_object(rngs, torch.get_rng_state())
     if rank != 0:
         return
-    _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
-                  "seconds": seconds, "torch_rng": torch.get_rng_state(),
-                  **({"torch_rng_ranks": rngs} if rngs else {})},
-                 os.path.join(out_dir, f"ckpt_{it:06d}.pt"))
+    with atomic_path(os.path.join(out_dir, f"ckpt_{it:06d}.pt")) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
+                    "seconds": seconds, "torch_rng": torch.get_rng_state(),
+                    **({"torch_rng_ranks": rngs} if rngs else {})}, tmp)
     for old in sorted(glob.glob(os.path.join(out_dir, "ckpt_*.pt")))[:-2]:
         os.remove(old)
 
@@ -295,7 +240,5 @@ def _truncate_log(log_path, iteration):
         return
     with open(log_path) as f:
         keep = [line for line in f if line.strip() and json.loads(line)["iteration"] <= iteration]
-    tmp = log_path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(log_path) as tmp, open(tmp, "w") as f:
         f.writelines(keep)
-    os.replace(tmp, log_path)

@@ -143,7 +143,7 @@ def test_transform_hook_runs_before_normalisation(tmp_path):
     make_camvid(tmp_path)
     seen = {}
 
-    def crop_flip(image, label):
+    def crop_flip(image, label, rng):
         seen["types"] = (image.dtype, image.shape, label.shape)
         seen["label_max"] = int(label.max())
         return image[:4, ::-1], label[:4, ::-1]

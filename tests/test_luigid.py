@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tasks import ATTENTIONS, CODE_VERSION
+from danet.head import ATTENTIONS
+from pipeline.artifacts import CODE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import luigi
 import pytest
 
 import pipeline
-from pipeline.tasks import CODE_VERSION
+from pipeline.artifacts import CODE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,84 @@
+"""Construction of what the tasks work on: datasets on disk, Dataset objects, models and checkpoints.
+
+Plain functions of plain values (paths, presets, records); no Luigi. ``pipeline.tasks`` calls them
+from its tasks, ``pipeline.distributed`` from its training processes, tests and notebooks directly.
+A *dataset record* is the content of a PreparedDataset's ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from danet import DANet, load_state_dict_strict
+from pipeline import datasets, synthetic
+from pipeline.artifacts import atomic_path
+from pipeline.presets import Preset
+
+
+def dataset_class(name: str):
+    """The Dataset class of ``name``: ``synthetic`` (built-in) or one of :data:`pipeline.datasets.DATASETS`."""
+    if name == "synthetic":
+        return synthetic.KeyedShapes
+    if name not in datasets.DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose synthetic or one of {sorted(datasets.DATASETS)}")
+    return datasets.DATASETS[name]
+
+
+def prepare_dataset(name: str, preset: Preset, out_dir: str, data_root: str = "", progress: bool = True) -> dict:
+    """Generate (synthetic) or find/download (real) dataset ``name``, verify every file; its record.
+
+    The built-in dataset is generated into ``out_dir`` (atomically, as a whole directory); a real
+    one is used from ``data_root`` if given, else downloaded into ``out_dir/raw``.
+    """
+    cls = dataset_class(name)
+    if name == "synthetic":
+        with atomic_path(out_dir) as tmp:
+            synthetic.generate(tmp, **{"n_train": 400, "n_val": 100, **preset.synthetic}, progress=progress)
+        root = out_dir
+    else:
+        root = str(datasets.prepare(name, data_root or os.path.join(out_dir, "raw"), progress=progress))
+    counts = {split: cls(root, split).verify() for split in ("train", "val")}
+    sizes = sorted({image_size(p) for p, _ in cls(root, "train").samples})
+    return {"dataset": name, "data_dir": os.path.abspath(root), "num_classes": cls.NUM_CLASSES,
+            "class_names": list(cls.CLASS_NAMES), "counts": counts, "train_image_sizes": sizes[:1000]}
+
+
+def image_size(path) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding the pixels."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.height, img.width
+
+
+def load_dataset(record: dict, split: str, transform=None):
+    """The Dataset object of a dataset record's ``split``."""
+    return dataset_class(record["dataset"])(record["data_dir"], split, transform=transform)
+
+
+def build_model(preset: Preset, num_classes: int, attention: str, cam_variant: str,
+                pretrained: bool = True) -> DANet:
+    """The DANet (or ablation) a preset describes; ImageNet weights for the backbone if the preset names them."""
+    model = DANet(num_classes, backbone=preset.backbone, output_stride=preset.output_stride,
+                  multi_grid=preset.multi_grid, attention=attention, cam_variant=cam_variant,
+                  pretrained_backbone=preset.pretrained_backbone if pretrained else None, dilated=preset.dilated)
+    if preset.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def save_model(model: torch.nn.Module, path: str) -> None:
+    """The model's state_dict (CPU tensors), atomically."""
+    model = getattr(model, "module", model)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+
+
+def load_trained(path: str, preset: Preset, num_classes: int, attention: str, cam_variant: str) -> DANet:
+    """A trained model from its ``model.pt``, in eval mode on the CPU; any mismatch is refused by name."""
+    model = build_model(preset, num_classes, attention, cam_variant, pretrained=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    load_state_dict_strict(model, state, where=f"checkpoint {path}")
+    return model.eval()
