@@ -111,7 +111,7 @@ def _worker_pam(spec: dict) -> dict:
     torch.manual_seed(spec["seed"])
     C, H, W = spec["C"], spec["H"], spec["W"]
     chunk = spec["chunk"] if spec["impl"] == "chunked" else None
-    pam = PositionAttention(C, impl=spec["impl"], chunk_size=chunk).eval()
+    pam = PositionAttention(C, impl=spec["impl"], chunk_size=spec["chunk"]).eval()  # used by "chunked" only
     with torch.no_grad():
         pam.gamma.fill_(0.5)
         A = torch.randn(1, C, H, W)                                   # (B, C, H, W)

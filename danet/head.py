@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from danet.attention import ChannelAttention, PositionAttention, check_pam_impl
+from danet.attention import DEFAULT_CHUNK_SIZE, ChannelAttention, PositionAttention
 
 ATTENTIONS = ("both", "pam", "cam", "none")
 
@@ -44,28 +44,29 @@ class DANetHead(nn.Module):
     reduction : query/key reduction of the PAM (8).
     cam_variant : ``"official"`` or ``"paper"``, see :class:`ChannelAttention`.
     attention : ``"both" | "pam" | "cam" | "none"`` (module docstring).
-    pam_chunk_size : query-block size for memory-bounded PAM (None: explicit N×N, or
-        ``DEFAULT_CHUNK_SIZE`` with ``pam_impl="chunked"``).
-    pam_impl : ``None | "explicit" | "chunked" | "sdpa"``, see :class:`PositionAttention`; None keeps
-        the old rule (chunked iff ``pam_chunk_size`` is given). All compute
-        out = γ·D·softmax(BᵀC)ᵀ + A; only peak memory and speed differ.
+    pam_impl : ``"explicit"`` (default, the official N×N computation), ``"chunked"`` or ``"sdpa"``,
+        see :class:`PositionAttention`. All compute out = γ·D·softmax(BᵀC)ᵀ + A; only peak memory
+        and speed differ.
+    pam_chunk_size : query-block size of ``pam_impl="chunked"`` (default 1024); ignored otherwise.
+
+    The ``pam_*`` arguments go to :class:`PositionAttention`, which checks them; with no PAM built
+    (``attention`` "cam" or "none") they are unused.
     """
 
     def __init__(self, in_channels: int, num_classes: int, reduction: int = 8,
-                 cam_variant: str = "official", attention: str = "both", pam_chunk_size: int | None = None,
-                 pam_impl: str | None = None):
+                 cam_variant: str = "official", attention: str = "both",
+                 pam_chunk_size: int = DEFAULT_CHUNK_SIZE, pam_impl: str = "explicit"):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"DANetHead: attention must be one of {ATTENTIONS}, got {attention!r}")
         if in_channels < 4 or num_classes < 1:
             raise ValueError(f"DANetHead: need in_channels >= 4 and num_classes >= 1, got {in_channels}, {num_classes}")
-        check_pam_impl(pam_impl, pam_chunk_size, "DANetHead")  # also when no PAM is built: no silent skip
         self.attention = attention
         inter = in_channels // 4
         if attention in ("both", "pam", "none"):
             self.conv5a = _conv_bn_relu(in_channels, inter)
             if attention != "none":
-                self.sa = PositionAttention(inter, reduction, chunk_size=pam_chunk_size, impl=pam_impl)
+                self.sa = PositionAttention(inter, reduction, impl=pam_impl, chunk_size=pam_chunk_size)
             self.conv51 = _conv_bn_relu(inter, inter)
             self.conv6 = _classifier(inter, num_classes)
         if attention in ("both", "cam"):

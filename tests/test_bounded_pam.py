@@ -8,6 +8,7 @@ forward and backward, and through a whole DANet("tiny"). Also the benchmark scri
 import pytest
 import torch
 
+import danet.attention
 from danet import DANet, DANetHead, PositionAttention
 from danet.attention import DEFAULT_CHUNK_SIZE, PAM_IMPLS
 
@@ -22,7 +23,7 @@ def _one_thread():
 
 
 SHAPES = [(1, 16, 4, 4), (2, 32, 5, 7), (3, 16, 1, 9), (2, 64, 6, 3)]   # (B, C, H, W): non-square, B > 1
-BOUNDED = [("chunked", 5), ("chunked", None), ("sdpa", None)]
+BOUNDED = [("chunked", 5), ("chunked", DEFAULT_CHUNK_SIZE), ("sdpa", DEFAULT_CHUNK_SIZE)]
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-5)}
 
 
@@ -33,7 +34,7 @@ def _pair(C, impl, chunk, dtype, seed=0):
     with torch.no_grad():
         ref.gamma.fill_(0.7)
         ref.query_conv.weight.mul_(4.0)   # energies of order 10: the softmax is far from uniform
-    other = PositionAttention(C, chunk_size=chunk, impl=impl).to(dtype)
+    other = PositionAttention(C, impl=impl, chunk_size=chunk).to(dtype)
     other.load_state_dict(ref.state_dict())
     return ref, other
 
@@ -52,7 +53,7 @@ def test_bounded_forward_equals_explicit(impl, chunk, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("impl,chunk", [("chunked", 4), ("sdpa", None)])
+@pytest.mark.parametrize("impl,chunk", [("chunked", 4), ("sdpa", DEFAULT_CHUNK_SIZE)])
 def test_bounded_gradients_equal_explicit(impl, chunk, dtype):
     ref, other = _pair(32, impl, chunk, dtype, seed=1)
     A = torch.randn(2, 32, 5, 6, dtype=dtype)
@@ -76,52 +77,61 @@ def test_danet_tiny_same_logits_for_every_impl():
     x = torch.randn(2, 3, 32, 40)                               # features (2, 128, 4, 5), N = 20
     with torch.no_grad():
         want = ref(x)
-        for impl, chunk in [("chunked", 7), ("chunked", None), ("sdpa", None), (None, 11)]:
+        for impl, chunk in [("chunked", 7), ("chunked", DEFAULT_CHUNK_SIZE), ("sdpa", 11)]:
             model = DANet(3, "tiny", pam_impl=impl, pam_chunk_size=chunk).eval()
             model.load_state_dict(ref.state_dict())
-            assert model.head.sa.impl == (impl or "chunked")
+            assert model.head.sa.impl == impl and model.head.sa.chunk_size == chunk
             for a, b in zip(model(x), want):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_default_and_backward_compatible_selection():
-    assert PositionAttention(16).impl == "explicit"
-    assert PositionAttention(16, 8, 3).impl == "chunked"          # positional chunk_size as before
+def test_impl_is_the_only_switch(monkeypatch):
+    """chunk_size never selects an implementation: "explicit" and "sdpa" accept and ignore it."""
+    assert DEFAULT_CHUNK_SIZE == 1024 and PAM_IMPLS == ("explicit", "chunked", "sdpa")
     assert DANet(3, "tiny").head.sa.impl == "explicit"
+    assert DANetHead(64, 3, pam_chunk_size=4).sa.impl == "explicit"
+    ran = []
+    for name in ("_pam_chunked", "_pam_sdpa"):
+        real = getattr(danet.attention, name)
+        monkeypatch.setattr(danet.attention, name, lambda *a, n=name, f=real: ran.append(n) or f(*a))
+    pam = PositionAttention(16, chunk_size=4)
+    assert (pam.impl, pam.chunk_size) == ("explicit", 4)
+    with torch.no_grad():
+        pam.gamma.fill_(0.7)
+        A = torch.randn(1, 16, 3, 5)
+        want = pam(A)
+        assert ran == []                                       # chunk_size given: still explicit
+        pam.impl = "chunked"                                   # a plain attribute: this switches
+        torch.testing.assert_close(pam(A), want, rtol=1e-5, atol=1e-6)
+        pam.impl = "sdpa"
+        torch.testing.assert_close(pam(A), want, rtol=1e-5, atol=1e-6)
+    assert ran == ["_pam_chunked", "_pam_sdpa"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: PositionAttention(16, **kw),
+    lambda **kw: DANetHead(64, 3, **{"pam_" + k: v for k, v in kw.items()}),
+    lambda **kw: DANet(3, "tiny", **{"pam_" + k: v for k, v in kw.items()}),
+], ids=["PositionAttention", "DANetHead", "DANet"])
+def test_bad_impl_or_chunk_size_refused_by_name(make):
+    for impl in ("flash", "Explicit", None, 3):
+        with pytest.raises(ValueError, match=rf"PositionAttention: impl must be one of .*, got {impl!r}"):
+            make(impl=impl)
+    for chunk in (0, -2, None, 2.5, True, "8"):
+        with pytest.raises(ValueError, match=rf"PositionAttention: chunk_size must be an int >= 1, got {chunk!r}"):
+            make(impl="chunked", chunk_size=chunk)
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1, got 0"):
+        make(impl="explicit", chunk_size=0)                    # ignored by "explicit", still checked
+
+
+def test_bad_impl_assigned_later_is_refused_in_forward():
     pam = PositionAttention(16)
-    pam.chunk_size = 7                                            # as tests/test_model.py does
-    assert pam.impl == "chunked"
-    pam.impl = "sdpa"
-    assert pam.impl == "sdpa"
-    assert DEFAULT_CHUNK_SIZE >= 1 and PAM_IMPLS == ("explicit", "chunked", "sdpa")
+    pam.impl = "naive"
+    with pytest.raises(ValueError, match="PositionAttention: impl must be one of .*, got 'naive'"):
+        pam(torch.randn(1, 16, 2, 2))
 
 
-@pytest.mark.parametrize("where,make", [
-    ("PositionAttention", lambda **kw: PositionAttention(16, **kw)),
-    ("DANetHead", lambda **kw: DANetHead(64, 3, **{"pam_" + k: v for k, v in kw.items()})),
-    ("DANet", lambda **kw: DANet(3, "tiny", **{"pam_" + k: v for k, v in kw.items()})),
-])
-def test_bad_impl_refused(where, make):
-    with pytest.raises(ValueError, match=rf"{where}: PAM impl must be one of .*'flash'"):
-        make(impl="flash")
-    with pytest.raises(ValueError, match=rf"{where}: chunk_size=4 only applies to the 'chunked'"):
-        make(impl="sdpa", chunk_size=4)
-    with pytest.raises(ValueError, match=rf"{where}: chunk_size=4 only applies"):
-        make(impl="explicit", chunk_size=4)
-    with pytest.raises(ValueError, match=rf"{where}: chunk_size must be >= 1 or None, got 0"):
-        make(impl="chunked", chunk_size=0)
-
-
-def test_bad_impl_refused_without_pam_and_on_assignment():
-    with pytest.raises(ValueError, match="DANetHead: PAM impl"):
-        DANetHead(64, 3, attention="cam", pam_impl="Explicit")   # no PAM built: still not ignored
-    pam = PositionAttention(16)
-    with pytest.raises(ValueError, match="PositionAttention: PAM impl"):
-        pam.impl = "naive"
-    assert pam.impl == "explicit"
-
-
-@pytest.mark.parametrize("impl,chunk", [("explicit", None), ("chunked", 5)])
+@pytest.mark.parametrize("impl,chunk", [("explicit", DEFAULT_CHUNK_SIZE), ("chunked", 5)])
 def test_softmax_in_float32_under_autocast(impl, chunk):
     """Under bf16 autocast the PAM and CAM softmaxes run in float32; outside it nothing changes."""
     from danet import ChannelAttention
@@ -143,7 +153,7 @@ def test_softmax_in_float32_under_autocast(impl, chunk):
 def test_sdpa_runs_on_a_fused_kernel(dtype):
     """"sdpa" must reach the flash kernel, which never forms N×N (the math fallback would)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    ref, pam = _pair(32, "sdpa", None, dtype)
+    ref, pam = _pair(32, "sdpa", DEFAULT_CHUNK_SIZE, dtype)
     A = torch.randn(2, 32, 6, 5, dtype=dtype)
     with torch.no_grad():
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):   # raises if flash cannot take the inputs
