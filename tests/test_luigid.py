@@ -24,38 +24,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def luigid(tmp_path):
-    """A luigid on 127.0.0.1 with its own state file and log, stopped whatever happens."""
-    port = _free_port()
+def _start_luigid(tmp_path, port, log):
+    """luigid on 127.0.0.1:port; the process once it answers, or None if it exited (port taken meanwhile)."""
     luigid_bin = Path(sys.executable).with_name("luigid")
     cmd = [str(luigid_bin)] if luigid_bin.exists() else [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()"]
-    (tmp_path / "luigid-logs").mkdir()  # luigid logs to luigi-server.log there
-    log = open(tmp_path / "luigid.out", "w")
     proc = subprocess.Popen(cmd + ["--address", "127.0.0.1", "--port", str(port),
                                    "--state-path", str(tmp_path / "luigi-state.pickle"),
                                    "--logdir", str(tmp_path / "luigid-logs")],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"luigid did not answer on port {port}: "
-                                       + (tmp_path / "luigid.out").read_text()[-2000:])
-                time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+        except OSError:
+            time.sleep(0.2)
+            continue
+        time.sleep(0.5)  # something answers: it is ours only if ours is still running (a bind failure ends it)
+        if proc.poll() is None:
+            return proc
+    _stop(proc)
+    return None
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    """A luigid on 127.0.0.1 with its own state file and log, stopped whatever happens.
+
+    The free port is found by binding port 0 and closing it, so another process may take it before
+    luigid binds it: then luigid exits, and the next free port is tried.
+    """
+    (tmp_path / "luigid-logs").mkdir()  # luigid logs to luigi-server.log there
+    with open(tmp_path / "luigid.out", "w") as log:
+        for _ in range(5):
+            port = _free_port()
+            proc = _start_luigid(tmp_path, port, log)
+            if proc is not None:
+                break
+        else:
+            raise RuntimeError("luigid did not start on any of 5 ports: "
+                               + (tmp_path / "luigid.out").read_text()[-2000:])
+        try:
+            yield port
+        finally:
+            _stop(proc)
 
 
 def _scheduler_tasks(port, status="DONE") -> dict:
