@@ -30,8 +30,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 test: venv
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=120
+	$(PY) -m pytest --nbval --durations=15
 
 test-fast: venv
 	$(PY) -m pytest tests -x -q
