@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from danet.classes import CLASS_NAMES as _CLASS_NAMES
 from pipeline.download import download as download_file
 from pipeline.download import safe_extract
 
@@ -268,8 +269,7 @@ class CamVid(SegmentationDataset):
     """
 
     NUM_CLASSES = 11
-    CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
-                   "Fence", "Car", "Pedestrian", "Bicyclist")
+    CLASS_NAMES = _CLASS_NAMES["camvid"]
     SPLITS = ("train", "val", "test")
     VOID = 11
 
@@ -317,9 +317,7 @@ class VOC2012(SegmentationDataset):
     """
 
     NUM_CLASSES = 21
-    CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-                   "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-                   "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+    CLASS_NAMES = _CLASS_NAMES["voc2012"]
     SPLITS = ("train", "val", "trainval")
 
     def _split_source(self) -> Path:
@@ -364,9 +362,7 @@ class Cityscapes(SegmentationDataset):
     """
 
     NUM_CLASSES = 19
-    CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-                   "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-                   "truck", "bus", "train", "motorcycle", "bicycle")
+    CLASS_NAMES = _CLASS_NAMES["cityscapes"]
     SPLITS = ("train", "val", "test")
 
     def _split_source(self) -> Path:
@@ -415,29 +411,7 @@ class ADE20K(SegmentationDataset):
     """
 
     NUM_CLASSES = 150
-    # Short names of the 150 SceneParse150 classes (first synonym of each entry in the
-    # benchmark's objectInfo150 list), in label order 1..150.
-    CLASS_NAMES = (
-        "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
-        "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
-        "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea",
-        "mirror", "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe",
-        "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-        "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace",
-        "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table",
-        "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
-        "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
-        "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine",
-        "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
-        "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel",
-        "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-        "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
-        "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike",
-        "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave", "pot",
-        "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
-        "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen",
-        "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-    )
+    CLASS_NAMES = _CLASS_NAMES["ade20k"]   # short names (first synonym of objectInfo150), label order 1..150
     SPLITS = ("train", "val")
     _FOLDERS = {"train": "training", "val": "validation"}
 
