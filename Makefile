@@ -11,7 +11,8 @@ ARTIFACTS ?= artifacts
 venv: $(VENV)/.installed
 
 # torch first: a CPU build unless an NVIDIA GPU is visible (a CUDA build is several GB and useless
-# without one). On Linux the CPU wheels carry the local version "+cpu" on PyTorch's CPU index.
+# without one). On Linux the CPU wheels carry the local version "+cpu" on PyTorch's CPU index; a
+# wheel pip already finds (a local wheel directory in pip's configuration) is used without asking it.
 $(VENV)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 needed, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
 	elif [ "$$(uname -s)" = Linux ]; then \
 	  echo "no GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
-	  $(PY) -m pip install --extra-index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_VERSION)+cpu"; \
+	  $(PY) -m pip install "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	    || $(PY) -m pip install --extra-index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_VERSION)+cpu"; \
 	else \
 	  $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
 	fi
