@@ -1,14 +1,16 @@
-"""Evaluation: confusion matrix, mIoU, pixel accuracy, per-class IoU; whole-image, sliding-window,
-flipped and multi-scale inference.
+"""Evaluation: confusion matrix, mIoU, pixel accuracy, per-class IoU of a model on a dataset.
+
+Whole-image, sliding-window, flipped and multi-scale inference (``predict_probs``,
+``sliding_window``) live in :mod:`danet.inference`, shared with the ``danet predict`` command.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from danet.inference import predict_probs, sliding_window  # noqa: F401 -- sliding_window re-exported
 from pipeline.datasets import IGNORE_INDEX
 
 
@@ -34,59 +36,6 @@ def metrics_from_confusion(conf: np.ndarray, class_names=None) -> dict:
     return {"miou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
             "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
             "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)}}
-
-
-def _forward_probs(model, x: torch.Tensor) -> torch.Tensor:
-    """Softmax of the evaluated (first) output, (B, K, H, W)."""
-    return torch.softmax(model(x)[0].float(), dim=1)
-
-
-def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
-    """Probabilities from overlapping crop×crop windows, averaged where they overlap.
-
-    The image is padded (zeros: the mean colour after normalisation) up to at least one crop.
-    """
-    _, _, H, W = x.shape
-    ph, pw = max(crop - H, 0), max(crop - W, 0)
-    xp = F.pad(x, (0, pw, 0, ph))
-    Hp, Wp = xp.shape[2:]
-    probs, count = None, torch.zeros(1, 1, Hp, Wp, device=x.device)
-    ys = list(range(0, max(Hp - crop, 0) + 1, stride))
-    xs = list(range(0, max(Wp - crop, 0) + 1, stride))
-    if ys[-1] + crop < Hp:
-        ys.append(Hp - crop)
-    if xs[-1] + crop < Wp:
-        xs.append(Wp - crop)
-    for y0 in ys:
-        for x0 in xs:
-            p = _forward_probs(model, xp[:, :, y0:y0 + crop, x0:x0 + crop])
-            if probs is None:
-                probs = torch.zeros(x.shape[0], p.shape[1], Hp, Wp, device=x.device)
-            probs[:, :, y0:y0 + crop, x0:x0 + crop] += p
-            count[:, :, y0:y0 + crop, x0:x0 + crop] += 1
-    return (probs / count)[:, :, :H, :W]
-
-
-@torch.no_grad()
-def predict_probs(model, x: torch.Tensor, mode: str = "whole", crop: int | None = None,
-                  stride: int | None = None, flip: bool = False, scales=(1.0,)) -> torch.Tensor:
-    """Class probabilities (B, K, H, W) for a normalised batch x, averaged over scales and flips."""
-    if mode not in ("whole", "sliding"):
-        raise ValueError(f"eval mode must be 'whole' or 'sliding', got {mode!r}")
-    if mode == "sliding" and not (crop and stride):
-        raise ValueError("sliding-window evaluation needs eval_crop and eval_stride")
-    H, W = x.shape[2:]
-    total = 0
-    for s in scales:
-        xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=True)
-        for flipped in ([False, True] if flip else [False]):
-            xi = xs.flip(3) if flipped else xs
-            p = sliding_window(model, xi, crop, stride) if mode == "sliding" else _forward_probs(model, xi)
-            p = p.flip(3) if flipped else p
-            if p.shape[2:] != (H, W):
-                p = F.interpolate(p, (H, W), mode="bilinear", align_corners=True)
-            total = total + p
-    return total / (len(scales) * (2 if flip else 1))
 
 
 def evaluate(model, dataset, preset, device: str | None = None, progress: bool = True,
