@@ -176,6 +176,31 @@ def cam_matrix(model, A: torch.Tensor) -> torch.Tensor | None:
     return head.sc.attention(head.conv5c(A))[0]                        # (C, C)
 
 
+@torch.no_grad()
+def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None = None, flip: bool = False) -> dict:
+    """Everything ``danet predict`` shows of one uint8 (H, W, 3) image.
+
+    Returns ``{"label": (H, W) int64 argmax classes, "queries": [(y, x)], "cells": [(i, j)] their
+    feature cells, "pam_rows": (q, h, w) or None, "cam": (C, C) or None, "gamma_pam", "beta_cam"}``;
+    ``queries`` default to :func:`default_queries`.
+    """
+    H, W = image.shape[:2]
+    probs, A = predict(model, normalize(image), sliding, flip)        # (1, K, H, W), (1, C_in, h, w)
+    h, w = A.shape[2:]
+    queries = [tuple(q) for q in (queries or default_queries(H, W))]
+    cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
+    rows, cam = pam_rows(model, A, cells), cam_matrix(model, A)
+    return {"label": probs.argmax(1)[0].numpy(), "queries": queries, "cells": cells,
+            "pam_rows": None if rows is None else rows.numpy(), "cam": None if cam is None else cam.numpy(),
+            **model.gammas()}
+
+
+def histogram(label: np.ndarray, names) -> dict:
+    """``{class name: pixel count}`` of the classes present, largest first."""
+    counts = np.bincount(label.ravel(), minlength=len(names))
+    return {names[c]: int(counts[c]) for c in np.argsort(-counts, kind="stable") if counts[c] > 0}
+
+
 # --------------------------------------------------------------------------- NumPy vs PyTorch
 
 def architecture(model, info) -> dict:
