@@ -41,7 +41,13 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"softmax expects a floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"softmax: x must be a floating-point array, got dtype {x.dtype}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"softmax: axis must be an int in [-{x.ndim}, {x.ndim}) for x of shape {x.shape}, "
+                         f"got {axis!r}")
+    if out is not None and (not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != x.dtype):
+        raise ValueError(f"softmax: out must be an array of x's shape {x.shape} and dtype {x.dtype}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}".rstrip())
     e = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)  # every exponent <= 0
     np.exp(e, out=e)
     e *= 1 / e.sum(axis=axis, keepdims=True)                       # one reciprocal per row
@@ -49,12 +55,19 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
 
 
 def _check_features(A, where: str) -> tuple[int, int, int, int]:
-    """Validate a feature map A of shape (B, C, H, W) and return its shape."""
+    """Validate a feature map A of shape (B, C, H, W) and return its shape.
+
+    A NaN or inf in A is refused rather than propagated: through the softmax one bad position
+    turns every output position into NaN, and a reference must say where a result went wrong.
+    """
     if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
         raise TypeError(f"{where}: x must be a floating-point numpy array, got {type(A).__name__}"
                         + (f" of dtype {A.dtype}" if isinstance(A, np.ndarray) else ""))
     if A.ndim != 4:
         raise ValueError(f"{where}: x must have shape (B, C, H, W), got {A.ndim} dimensions {A.shape}")
+    bad = A.size - np.count_nonzero(np.isfinite(A))
+    if bad:
+        raise ValueError(f"{where}: x holds {bad} non-finite values (NaN or inf) out of {A.size}")
     return A.shape
 
 
@@ -81,6 +94,9 @@ def _conv1x1(A_flat: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nda
     return W2 @ A_flat + bias.astype(A_flat.dtype, copy=False)[:, None]  # (B, C_out, N)
 
 
+BLOCK_ELEMENTS = 2**24  # default query block: at most this many elements of P (64 MiB in float32)
+
+
 def position_attention(x, weights, *, chunk_size=None, return_attention=False,
                        return_intermediates=False):
     """Position Attention Module (paper Sec. 3.2, eqs. 1-2; official ``PAM_Module``).
@@ -95,16 +111,28 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
     S-weighted average of the value vectors, E_i = sum_j s_ij D_j. There is no 1/sqrt(d)
     scaling (unlike the Transformer), as in the official code.
 
+    Two computations of this equation, the same numbers up to rounding:
+
+    - explicit (with ``return_attention`` or ``return_intermediates``): the whole energy
+      B^T C and S = softmax(B^T C), as the official code;
+    - query blocks (otherwise), normalised after the product, see :func:`_pam_block`:
+
+      .. math::
+          P = \\exp(B^\\top C - m),\\quad m_i = \\max_j B_i \\cdot C_j,\\quad
+          l_i = \\sum_j P_{ij},\\qquad E = D P^\\top \\mathrm{diag}(1/l)
+
+      S = diag(1/l) P, so D S^T = D P^T diag(1/l): dividing the C x n block of E by l instead of
+      the n x N block of P saves a pass over the N x N matrix, and at most n x N of P exists.
+
     Parameters
     ----------
-    x : ndarray (B, C, H, W), float32 or float64 -- the feature map A.
+    x : ndarray (B, C, H, W), float32 or float64, finite -- the feature map A.
     weights : mapping with the PAM ``state_dict`` names: ``query_conv.weight`` (C/8, C, 1, 1),
         ``query_conv.bias`` (C/8,), ``key_conv.*`` likewise, ``value_conv.weight`` (C, C, 1, 1),
         ``value_conv.bias`` (C,), ``gamma`` (1,). Cast to x's dtype.
     chunk_size : int, optional
-        Process query rows in blocks of this many positions, so that at most chunk_size x N of the
-        attention matrix exists at once. Each row of S is complete within a block, so the result
-        is the same (up to floating-point summation order in the matrix products).
+        Rows n of a query block. Default: as many as keep the (B, n, N) block of P within
+        ``BLOCK_ELEMENTS`` elements, ``max(1, BLOCK_ELEMENTS // (B * N))``; small maps are one block.
     return_attention : bool
         Also return S (B, N, N). Not available with ``chunk_size`` (S is never whole then).
     return_intermediates : bool
@@ -121,10 +149,11 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
     q = weights.get("query_conv.weight") if hasattr(weights, "get") else None
     Cr = int(np.shape(q)[0]) if q is not None and np.ndim(q) == 4 else max(C // 8, 1)
     check_weights(weights, pam_weight_shapes(C, Cr), where=f"{where} weights")
+    explicit = return_attention or return_intermediates
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"{where}: chunk_size must be a positive integer or None, got {chunk_size!r}")
-        if return_attention or return_intermediates:
+        if explicit:
             raise ValueError(f"{where}: return_attention/return_intermediates need the whole N x N "
                              "matrix; call without chunk_size")
     gamma = _gamma(weights, where, x.dtype)
@@ -136,18 +165,16 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
     Dv = _conv1x1(A, weights["value_conv.weight"], weights["value_conv.bias"])   # (B, C, N)   paper's D
     BqT = Bq.transpose(0, 2, 1)                                                  # (B, N, C')
 
-    if chunk_size is None:
+    if explicit:
         energy = BqT @ Ck                                  # (B, N, N)  energy_ij = B_i . C_j
         # rows sum to 1; in place unless the caller wants to see the energy too
         S = softmax(energy, axis=-1, out=None if return_intermediates else energy)  # (B, N, N)
         E = Dv @ S.transpose(0, 2, 1)                      # (B, C, N)  E_i = sum_j s_ij D_j
     else:
+        n = int(chunk_size or max(1, BLOCK_ELEMENTS // (nb * N)))
         E = np.empty_like(Dv)                              # (B, C, N)
-        for i0 in range(0, N, chunk_size):
-            i1 = min(i0 + chunk_size, N)
-            S_blk = BqT[:, i0:i1] @ Ck                     # (B, n, N)  rows i0..i1 of the energy
-            softmax(S_blk, axis=-1, out=S_blk)             # (B, n, N)  rows i0..i1 of S, complete
-            E[:, :, i0:i1] = Dv @ S_blk.transpose(0, 2, 1)  # (B, C, n)
+        for i0 in range(0, N, n):
+            E[:, :, i0:i0 + n] = _pam_block(BqT[:, i0:i0 + n], Ck, Dv)  # (B, C, n)
 
     out = (gamma * E + A).reshape(nb, C, H, W)             # (B, C, H, W)
     extra = []
@@ -156,6 +183,34 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
     if return_intermediates:
         extra.append({"B": Bq, "C": Ck, "D": Dv, "energy": energy, "S": S, "E": E})
     return (out, *extra) if extra else out
+
+
+def _pam_block(BqT_blk: np.ndarray, Ck: np.ndarray, Dv: np.ndarray) -> np.ndarray:
+    """Columns of E for one block of n query positions, normalised after the product.
+
+    .. math:: P = \\exp(B_{blk}^\\top C - m),\\quad l = P\\,\\mathbf{1},\\quad
+              E_{blk} = D P^\\top \\mathrm{diag}(1/l)
+
+    Each row of P is complete in the block (it spans all N keys), so m and l are the softmax's own
+    row maximum and denominator.
+
+    Parameters
+    ----------
+    BqT_blk : ndarray (B, n, C') -- B^T for the block's query positions.
+    Ck : ndarray (B, C', N) -- the keys C.
+    Dv : ndarray (B, C, N) -- the values D.
+
+    Returns
+    -------
+    E_blk : ndarray (B, C, n).
+    """
+    P = BqT_blk @ Ck                                   # (B, n, N)  energy rows of the block
+    P -= P.max(axis=-1, keepdims=True)                 # (B, n, N)  minus m: every exponent <= 0
+    np.exp(P, out=P)                                   # (B, n, N)  P = exp(B^T C - m), in place
+    l = P.sum(axis=-1)                                 # (B, n)     softmax denominators
+    E_blk = Dv @ P.transpose(0, 2, 1)                  # (B, C, n)  unnormalised
+    E_blk /= l[:, None, :]                             # (B, C, n)  columns divided by l
+    return E_blk
 
 
 CAM_VARIANTS = ("official", "paper")

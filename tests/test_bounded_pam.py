@@ -2,14 +2,19 @@
 
 out = γ·D·softmax(BᵀC)ᵀ + A. Checked in float64 (tight) and float32 (loose), with γ ≠ 0 (γ = 0 makes
 PAM the identity and would prove nothing), inputs scaled so the attention is far from uniform,
-forward and backward, and through a whole DANet("tiny"). Also the benchmark scripts' smoke runs.
+forward and backward, and through a whole DANet("tiny"). Also the benchmark scripts' smoke runs,
+and that the NumPy reference's query-blocked path really holds less than the N×N matrix.
 """
 
+import tracemalloc
+
+import numpy as np
 import pytest
 import torch
 
 import danet.attention
 from danet import DANet, DANetHead, PositionAttention
+import refimpl.attention
 from danet.attention import DEFAULT_CHUNK_SIZE, PAM_IMPLS
 
 @pytest.fixture(autouse=True)
@@ -201,3 +206,35 @@ def test_bench_gpu_code_path_runs_on_cpu():
     rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "2", "--crop", "32",
                          "--sizes", "32x64", "--iters", "1", "--warmup", "0", "--pam-impl", "chunked"])
     assert rc == 0
+
+
+def _numpy_peak_bytes(fn):
+    """Peak bytes allocated while fn runs; tracemalloc sees NumPy's array buffers."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_numpy_blocked_pam_memory_is_bounded(monkeypatch):
+    """N = 4096, blocks of 256 rows: the blocked path's peak is far below one N×N matrix, which the
+    explicit path does hold. Also the default block size, through a smaller BLOCK_ELEMENTS."""
+    rng = np.random.default_rng(0)
+    C, H, W = 16, 64, 64                                        # N = 4096
+    N, itemsize = H * W, 4
+    w = {k: v.astype(np.float32) for k, v in {
+        "query_conv.weight": rng.standard_normal((2, C, 1, 1)), "query_conv.bias": np.zeros(2),
+        "key_conv.weight": rng.standard_normal((2, C, 1, 1)), "key_conv.bias": np.zeros(2),
+        "value_conv.weight": rng.standard_normal((C, C, 1, 1)), "value_conv.bias": np.zeros(C),
+        "gamma": np.array([0.5])}.items()}
+    A = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    nxn = N * N * itemsize                                      # 64 MiB
+    explicit = _numpy_peak_bytes(lambda: refimpl.position_attention(A, w, return_attention=True))
+    blocked = _numpy_peak_bytes(lambda: refimpl.position_attention(A, w, chunk_size=256))
+    assert explicit >= nxn                                      # the measure sees the N×N matrix
+    assert blocked < nxn / 8, f"blocked peak {blocked / 2**20:.1f} MiB vs N×N {nxn / 2**20:.0f} MiB"
+    monkeypatch.setattr(refimpl.attention, "BLOCK_ELEMENTS", 256 * N)
+    default = _numpy_peak_bytes(lambda: refimpl.position_attention(A, w))
+    assert default < nxn / 8, f"default-block peak {default / 2**20:.1f} MiB vs N×N {nxn / 2**20:.0f} MiB"

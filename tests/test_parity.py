@@ -42,6 +42,18 @@ def test_pam_float64_matches_torch_by_step(shape):
     assert out.dtype == np.float64
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_blocked_pam_float64_matches_torch(shape, chunk):
+    """The default NumPy path (query blocks, normalised after D·Pᵀ) against torch's explicit PAM."""
+    pam = _randomise(PositionAttention(shape[1]).double(), seed=5)
+    x = np.random.default_rng(6).standard_normal(shape)
+    with torch.no_grad():
+        out_t = pam(torch.from_numpy(x)).numpy()
+    out = refimpl.position_attention(x, state_dict_to_numpy(pam), chunk_size=chunk)
+    assert rel_err(out, out_t) <= 1e-10
+
+
 @pytest.mark.parametrize("variant", ["official", "paper"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cam_float64_matches_torch_by_step(shape, variant):
