@@ -21,7 +21,7 @@ from refimpl.attention import CAM_VARIANTS, channel_attention, pam_weight_shapes
 from refimpl.weights import WeightError, check_weights
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
-_GEMM_DEPTH = 256  # conv2d stacks kernel taps until a matrix product is this deep (C_in x taps)
+_GEMM_DEPTH = 1024  # conv2d stacks kernel taps until a matrix product is this deep (C_in x taps)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,

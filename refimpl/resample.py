@@ -100,4 +100,8 @@ def interpolate_bilinear(x: np.ndarray, size: tuple[int, int], *, align_corners:
         raise ValueError(f"interpolate_bilinear: size must be positive, got {size}")
     M_H = bilinear_matrix(H, Ho, align_corners).astype(x.dtype)        # (Ho, H)
     M_W = bilinear_matrix(W, Wo, align_corners).astype(x.dtype)        # (Wo, W)
-    return M_H @ x @ M_W.T                                             # (B, C, Ho, Wo)
+    # two plain 2-D matrix products (a stack of small ones broadcast against M would not run as GEMMs)
+    T = x.reshape(nb * C * H, W) @ M_W.T                               # (B*C*H, Wo)   along W
+    T = T.reshape(nb * C, H, Wo).transpose(1, 0, 2).reshape(H, nb * C * Wo)  # (H, B*C*Wo)
+    Y = M_H @ T                                                        # (Ho, B*C*Wo)  along H
+    return np.ascontiguousarray(Y.reshape(Ho, nb, C, Wo).transpose(1, 2, 0, 3))  # (B, C, Ho, Wo)

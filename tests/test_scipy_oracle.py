@@ -76,12 +76,13 @@ def test_conv2d_matches_scipy_correlate(problem):
 
 
 @pytest.mark.parametrize("C_in,k,stride,padding,dilation", [
-    (3, 7, 2, 3, 1),        # the plain stem
-    (40, 3, 2, 1, 1),       # a strided 3x3 (layer2's first block), taps in groups of 6, then 3
-    (300, 3, 1, 4, 4),      # a dilated 3x3 of layer4 at output stride 8: one tap per product
+    (3, 7, 2, 3, 1),        # the plain stem: all 49 taps in one product
+    (200, 3, 2, 1, 1),      # a strided 3x3 (layer2's first block): taps in groups of 5, then 4
+    (1100, 3, 1, 4, 4),     # a dilated 3x3 of layer4 at output stride 8, wide: one tap per product
     (300, 1, 2, 0, 1),      # a strided 1x1 downsample shortcut
 ])
 def test_conv2d_resnet_shapes_match_scipy(C_in, k, stride, padding, dilation):
+    assert refimpl.head._GEMM_DEPTH == 1024, "the comments above count taps per product for 1024"
     rng = np.random.default_rng(C_in + k)
     x = rng.standard_normal((1, C_in, 11, 9))
     w = rng.standard_normal((2, C_in, k, k))
