@@ -224,11 +224,11 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
         raise TypeError(f"load_checkpoint: unknown override(s) {unknown}; allowed: {list(OVERRIDES)}")
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"load_checkpoint: format must be 'auto' or one of {FORMATS}, got {format!r}")
-    state, container, meta, stripped = _read(path)
+    state, container, meta, stripped = _read(path, f"checkpoint '{path}' (format '{format}')")
     detected = _detect(state, container)
     fmt = detected if format == "auto" else format
     if fmt is None:
-        raise ValueError(f"checkpoint '{path}': format not recognised from its keys "
+        raise ValueError(f"checkpoint '{path}' (format 'auto'): format not recognised from its keys "
                          f"(top-level prefixes {_prefixes(state)}); expected {_EXPECTED_KEYS}")
     if not _RECOGNISE[fmt](state):
         hint = f"; it looks like format '{detected}'" if detected else ""
@@ -364,19 +364,18 @@ def _class_names(meta) -> tuple | None:
 # reading, recognising, inferring
 
 
-def _read(path):
+def _read(path, where):
     """(state_dict, container, meta, stripped prefix) of a checkpoint file; one-line errors."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist" if not os.path.exists(path)
-                                else f"checkpoint '{path}' is not a file")
+        raise FileNotFoundError(f"{where}: {'no such file' if not os.path.exists(path) else 'not a file'}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # unpickling, zip and weights_only errors have many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"checkpoint '{path}' cannot be read by torch.load(weights_only=True): "
+        raise ValueError(f"{where}: cannot be read by torch.load(weights_only=True): "
                          f"{type(e).__name__}: {first}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint '{path}' holds a {type(obj).__name__}, expected a dict "
+        raise ValueError(f"{where}: holds a {type(obj).__name__}, expected a dict "
                          f"(a state_dict, or a checkpoint with 'state_dict' or 'model')")
     meta, container = obj.get("meta"), "plain"
     for name in ("state_dict", "model"):
@@ -385,7 +384,7 @@ def _read(path):
             break
     bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad or not obj:
-        raise ValueError(f"checkpoint '{path}' holds no state_dict: expected a dict of tensors, or one under "
+        raise ValueError(f"{where}: holds no state_dict: expected a dict of tensors, or one under "
                          f"'state_dict' or 'model'; found keys {[str(k) for k in list(obj)[:8]]}")
     stripped = ""
     if all(k.startswith("module.") for k in obj):
