@@ -6,7 +6,8 @@ What is measured
     identity) on one float32 image of 512 x 512 (feature map 64 x 64, N = 4,096), inference:
 
     - torch: ``torch.set_num_threads(--threads)``, ``eval()``, ``no_grad``; best of ``--repeats``
-      forwards after a small warm-up forward;
+      forwards after a small warm-up forward, half of them before the NumPy process runs and
+      half after it;
     - NumPy: in a fresh Python process that never imports torch (OpenBLAS limited to ``--threads``
       threads), weights read from an ``.npz`` with :func:`refimpl.load_npz`; best of ``--repeats``
       forwards of :func:`refimpl.danet_forward`.
@@ -151,14 +152,21 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     model = random_danet(args.backbone, args.classes)
     image = np.random.default_rng(1).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    torch_times = []
+
+    @torch.no_grad()
+    def time_torch(repeats):
+        fused = None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fused = model(torch.from_numpy(image))[0].numpy()
+            torch_times.append(time.perf_counter() - t0)
+        return fused
+
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))                               # warm-up, not measured
-        torch_times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            fused_torch = model(torch.from_numpy(image))[0].numpy()
-            torch_times.append(time.perf_counter() - t0)
-
+    # torch before and after the NumPy process, so that a burst of load elsewhere does not favour one
+    fused_torch = time_torch((args.repeats + 1) // 2)
     with tempfile.TemporaryDirectory(prefix="bench_network_") as tmp:
         spec = {"weights": export_npz(model, os.path.join(tmp, "danet.npz")),
                 "image": os.path.join(tmp, "image.npy"), "save": os.path.join(tmp, "fused.npy"),
@@ -166,6 +174,7 @@ def main(argv=None) -> dict:
         np.save(spec["image"], image)
         numpy_side = _run_worker(spec, args.threads)
         fused_numpy = np.load(spec["save"])
+    time_torch(args.repeats // 2)
 
     result = {
         "backbone": args.backbone, "image": [args.size, args.size], "classes": args.classes,
