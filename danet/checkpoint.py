@@ -235,38 +235,10 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
         raise ValueError(f"checkpoint '{path}' is not in format '{fmt}': expected {_EXPECTED_KEYS[fmt]}, "
                          f"found top-level prefixes {_prefixes(state)}{hint}")
     where = f"checkpoint '{path}' (format '{fmt}')"
-
-    ignored = []
     if fmt == "mmseg":
-        state = from_mmseg_state_dict(state)
         where = f"checkpoint '{path}' (format 'mmseg', keys compared under DANet's names)"
-    if fmt == "torchvision":
-        ignored += [k for k in state if k.startswith("fc.")]
-        state = {"pretrained." + k: v for k, v in state.items() if not k.startswith("fc.")}
-    if fmt in ("official", "project"):   # ImageNet classifier kept by the authors' 2018 backbone
-        ignored += [k for k in state if k.startswith("pretrained.fc.")]
-        state = {k: v for k, v in state.items() if not k.startswith("pretrained.fc.")}
-    if overrides.get("aux") is False:
-        aux_keys = [k for k in state if k.startswith("auxlayer.")]
-        ignored += [to_mmseg_key(k) if fmt == "mmseg" else k for k in aux_keys]
-        state = {k: v for k, v in state.items() if k not in aux_keys}
-
-    kwargs, sources = _infer(state, fmt, where)
-    defaults = dict(FORMAT_DEFAULTS[fmt])
-    if fmt == "official" and ARCHS[kwargs["backbone"]][1][3] != 3:
-        defaults["multi_grid"] = None         # multi-grid (4, 8, 16) needs three layer4 blocks
-    for name, value in defaults.items():
-        kwargs[name], sources[name] = value, "format default"
-    if fmt == "mmseg":
-        from_meta = _mmseg_align_corners(meta)
-        if from_meta is not None:
-            kwargs["align_corners"], sources["align_corners"] = from_meta, "meta"
-    for name, value in overrides.items():
-        kwargs[name], sources[name] = value, "override"
-    if fmt == "torchvision" and "num_classes" not in overrides:
-        raise ValueError(f"{where}: an ImageNet backbone has no segmentation head; pass num_classes=K")
-    if kwargs.get("multi_grid") is not None:
-        kwargs["multi_grid"] = tuple(kwargs["multi_grid"])
+    state, ignored = _to_danet_names(state, fmt, drop_aux=overrides.get("aux") is False)
+    kwargs, sources = _settings(state, fmt, meta, overrides, where)
 
     try:
         model = DANet(**kwargs)
@@ -284,6 +256,45 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
         attention=model.head.attention, aux=model.auxlayer is not None, ignored=tuple(ignored),
         filled=tuple(filled), prefix_stripped=stripped, class_names=_class_names(meta), sources=sources)
     return model.eval(), info
+
+
+def _to_danet_names(state: dict, fmt: str, drop_aux: bool) -> tuple[dict, list]:
+    """The file's state under DANet's names, and the file's keys left out (named as in the file)."""
+    ignored = []
+    if fmt == "mmseg":
+        state = from_mmseg_state_dict(state)
+    if fmt == "torchvision":
+        ignored += [k for k in state if k.startswith("fc.")]
+        state = {"pretrained." + k: v for k, v in state.items() if not k.startswith("fc.")}
+    if fmt in ("official", "project"):   # ImageNet classifier kept by the authors' 2018 backbone
+        ignored += [k for k in state if k.startswith("pretrained.fc.")]
+        state = {k: v for k, v in state.items() if not k.startswith("pretrained.fc.")}
+    if drop_aux:
+        aux_keys = [k for k in state if k.startswith("auxlayer.")]
+        ignored += [to_mmseg_key(k) if fmt == "mmseg" else k for k in aux_keys]
+        state = {k: v for k, v in state.items() if k not in aux_keys}
+    return state, ignored
+
+
+def _settings(state: dict, fmt: str, meta, overrides: dict, where: str) -> tuple[dict, dict]:
+    """DANet arguments: read from the weights, else the format's default (or an mmseg file's meta),
+    overridden by ``overrides``; and where each came from."""
+    kwargs, sources = _infer(state, fmt, where)
+    defaults = dict(FORMAT_DEFAULTS[fmt])
+    if fmt == "official" and ARCHS[kwargs["backbone"]][1][3] != 3:
+        defaults["multi_grid"] = None         # multi-grid (4, 8, 16) needs three layer4 blocks
+    for name, value in defaults.items():
+        kwargs[name], sources[name] = value, "format default"
+    from_meta = _mmseg_align_corners(meta) if fmt == "mmseg" else None
+    if from_meta is not None:
+        kwargs["align_corners"], sources["align_corners"] = from_meta, "meta"
+    for name, value in overrides.items():
+        kwargs[name], sources[name] = value, "override"
+    if fmt == "torchvision" and "num_classes" not in overrides:
+        raise ValueError(f"{where}: an ImageNet backbone has no segmentation head; pass num_classes=K")
+    if kwargs.get("multi_grid") is not None:
+        kwargs["multi_grid"] = tuple(kwargs["multi_grid"])
+    return kwargs, sources
 
 
 # ---------------------------------------------------------------------------------------------
