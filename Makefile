@@ -39,7 +39,7 @@ test-fast: venv
 
 # ARGS passes more luigi options, e.g. make report ARGS="--preset smoke" or ARGS="--workers 2"
 report: venv
-	$(VENV)/bin/luigi --module pipeline FullReport --local-scheduler $(ARGS)
+	$(VENV)/bin/luigi --module pipeline FullReport $(ARGS)
 
 lab: venv
 	$(PY) -m pip install -e ".[test,lab]"

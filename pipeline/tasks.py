@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import time
 
 import luigi
@@ -21,11 +22,33 @@ import numpy as np
 import torch
 
 from danet.attention import CAM_VARIANTS
+from danet.checkpoint import FORMATS
 from danet.head import ATTENTIONS
 from pipeline import artifacts, build
 from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
 
 logger = logging.getLogger("luigi-interface")
+SCHEDULER_FLAGS = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
+SCHEDULER_OPTIONS = ("default-scheduler-host", "default-scheduler-port", "default-scheduler-url")
+
+
+def use_local_scheduler_unless_one_is_named(argv=None) -> bool:
+    """Make ``luigi --module pipeline FullReport`` work as typed, without a luigid.
+
+    Luigi's command line talks to a central scheduler at localhost:8082 unless given
+    ``--local-scheduler``. Here the in-process scheduler is the default instead, unless a scheduler is
+    named: ``--scheduler-host``/``--scheduler-port``/``--scheduler-url`` on the command line, or
+    ``default-scheduler-host``/``-port``/``-url`` in the ``[core]`` section of luigi.cfg. Called when
+    the task module is imported, which luigi's command line does before it reads ``[core]``.
+    Returns whether the local scheduler was chosen.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    config = luigi.configuration.get_config()
+    named = any(a.split("=")[0] in SCHEDULER_FLAGS for a in argv) or any(
+        config.has_option("core", option) for option in SCHEDULER_OPTIONS)
+    if not named:
+        config.set("core", "local_scheduler", "true")
+    return not named
 
 
 class PipelineConfig(luigi.Config):
@@ -292,3 +315,56 @@ class FullReport(_Base):
         # json first, html last: the html is what a person opens, and it appears only when both are complete
         write_json(self.output()["json"].path, summary)
         artifacts.write_text(self.output()["html"].path, html)
+
+
+class CheckpointReport(luigi.Task):
+    """An imported checkpoint run on a folder of images: ``report.html`` (self-contained) and
+    ``report.json`` under ``<root>/<v>/checkpoint-reports/<checkpoint stem>-<key>/``, the key a hash of
+    the checkpoint's bytes, the images and the options. The work is in :mod:`pipeline.checkpoint_report`.
+
+    ``luigi --module pipeline CheckpointReport --checkpoint FILE --images DIR``. A missing checkpoint, or
+    an images folder that is missing or holds no image, fails the build when it is scheduled, before any work.
+    """
+
+    checkpoint = luigi.Parameter(description="checkpoint file (formats of danet.load_checkpoint)")
+    images = luigi.Parameter(description="folder of images (png, jpg, ...)")
+    format = luigi.ChoiceParameter(choices=("auto",) + FORMATS, default="auto")
+    classes = luigi.Parameter(default="", description="cityscapes | voc | ade20k | camvid | K (default: the checkpoint's)")
+    check_size = luigi.IntParameter(default=512, description="long side of the image the NumPy check runs on")
+
+    @property
+    def root(self) -> str:
+        return PipelineConfig().root
+
+    @functools.cached_property
+    def image_files(self) -> list:
+        from pipeline.checkpoint_report import list_images
+
+        return list_images(self.images)
+
+    def requires(self):
+        return []
+
+    def output(self):
+        from pipeline.checkpoint_report import content_key, report_dir
+
+        key = content_key(self.checkpoint, self.image_files, format=self.format, classes=self.classes,
+                          check_size=self.check_size, code_version=CODE_VERSION)
+        d = report_dir(self.root, self.checkpoint, key)
+        return {"html": luigi.LocalTarget(os.path.join(d, "report.html")),
+                "json": luigi.LocalTarget(os.path.join(d, "report.json"))}
+
+    @exclusive
+    def run(self):
+        from pipeline.checkpoint_report import build_checkpoint_report
+
+        started = time.time()
+        html, summary = build_checkpoint_report(self.checkpoint, self.image_files, self.format, self.classes or None,
+                                                self.check_size, progress=PipelineConfig().progress)
+        summary.update(task=self.task_family, params=self.param_kwargs, code_version=CODE_VERSION,
+                       seconds=round(time.time() - started, 3))
+        write_json(self.output()["json"].path, summary)        # json first: the html appears only when both are
+        artifacts.write_text(self.output()["html"].path, html)
+
+
+use_local_scheduler_unless_one_is_named()

@@ -85,3 +85,21 @@ def test_failed_task_exits_non_zero_and_leaves_nothing(tmp_path):
     assert res.returncode == 30, res.stdout[-2000:] + res.stderr[-2000:]  # luigi.cfg [retcode] task_failed
     assert "unknown dataset 'no-such-set'" in res.stderr + res.stdout
     assert not list(tmp_path.rglob("dataset.json"))
+
+
+def test_the_design_card_command_runs_without_a_central_scheduler(tmp_path):
+    """`luigi --module pipeline <Task>` as typed: no --local-scheduler, no luigid running."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", "PreparedDataset", "--preset", "smoke",
+                          "--pipeline-root", str(tmp_path), "--pipeline-progress", "false"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert list(tmp_path.rglob("dataset.json"))
+
+
+def test_a_named_scheduler_is_used_not_replaced():
+    from pipeline.tasks import use_local_scheduler_unless_one_is_named
+
+    assert use_local_scheduler_unless_one_is_named(["FullReport", "--scheduler-host", "luigid.example"]) is False
+    assert use_local_scheduler_unless_one_is_named(["FullReport", "--scheduler-url=http://h:8082/"]) is False
+    assert use_local_scheduler_unless_one_is_named(["FullReport", "--workers", "2"]) is True
