@@ -1,7 +1,8 @@
 """Load a DANet checkpoint written by this project, by the authors, by mmsegmentation, or a
 torchvision ImageNet ResNet for the backbone: ``load_checkpoint(path, format="auto", **overrides)``.
 
-Every file is read with ``torch.load(..., weights_only=True)``, renamed into this project's names,
+Every file is read with ``torch.load(..., weights_only=True)`` (a file that pickles other objects
+than tensors and containers is refused, naming it), renamed into this project's names,
 and copied only if every key and shape matches (``danet.load_state_dict_strict``); a mismatch is
 refused with the list, naming the file and the format tried. What cannot be read from the weights
 (output stride, multi-grid, ``align_corners``, the CAM variant) comes from the format's default
@@ -28,7 +29,10 @@ Formats
     the config text in ``meta`` when there is one (the 769×769 Cityscapes configs set it True).
     The auxiliary head is **loaded** into ``DANet.auxlayer`` (``forward_with_aux`` returns its
     logits; ``forward`` never uses it); with ``aux=False`` its keys are left out and listed in
-    ``CheckpointInfo.ignored``.
+    ``CheckpointInfo.ignored``. The imported model computes mmseg's function: the same layers in
+    the same order, PAM's product taken as D·Sᵀ where mmseg takes (S·Dᵀ)ᵀ, so the logits agree to
+    rounding (≤ 1e-12 relative in float64 in ``tests/test_checkpoint.py``, against a re-statement
+    of mmseg's forward).
 ``torchvision``
     An ImageNet ResNet ``state_dict`` (``conv1``, ``bn1``, ``layer1``…``layer4``, ``fc``): the
     backbone is loaded (``fc.*`` ignored), the head is freshly initialised; ``num_classes`` is
@@ -125,7 +129,10 @@ mmsegmentation 1.2.2 (wheel from the package registry):
   and value projections are plain ``nn.Conv2d`` 1×1 with bias (keys ``query_project.weight``, no
   ``.conv``), value C→C; ``sim = softmax(query(B,N,C')·key(B,C',N))`` with no scaling,
   ``context = sim·value(B,N,C)`` — the same as the authors' D·Sᵀ.
-- mmcv ``cnn/bricks/scale.py``: ``Scale.scale = nn.Parameter(torch.tensor(0.))``, a 0-dim tensor.
+- mmcv ``cnn/bricks/scale.py``: ``Scale.scale = nn.Parameter(torch.tensor(0.))``, a 0-dim tensor;
+  ``cnn/bricks/conv_module.py``: order conv → norm → act, ``bias='auto'`` (no bias when a norm
+  follows), the norm attribute named by ``build_norm_layer`` (``infer_abbr``: ``bn`` for any
+  ``_BatchNorm``, SyncBN included), hence ``.conv.weight`` and ``.bn.*`` keys.
 - ``segmentors/encoder_decoder.py`` and ``decode_head.predict_by_feat``: the fused logits are
   resized bilinearly to the input with the head's ``align_corners``; the auxiliary head is used
   only in the training loss.
