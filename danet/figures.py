@@ -32,8 +32,9 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return out
 
 
-def _size(H: int, W: int, width: float) -> tuple[float, float]:
-    return width, max(width * H / W, 1.0)
+def _size(H: int, W: int, longest: float) -> tuple[float, float]:
+    """(width, height) in inches of a panel showing an H×W image, its longer side ``longest``."""
+    return (longest, max(longest * H / W, 1.0)) if W >= H else (max(longest * W / H, 1.0), longest)
 
 
 def overlay_figure(image: np.ndarray, label: np.ndarray, names, palette, alpha: float = 0.55,
@@ -45,7 +46,8 @@ def overlay_figure(image: np.ndarray, label: np.ndarray, names, palette, alpha: 
     plt = _plt()
     H, W = label.shape
     blend = (1 - alpha) * image.astype(np.float32) + alpha * colorize(label, palette).astype(np.float32)
-    fig, ax = plt.subplots(figsize=_size(H, W, 8))
+    w, h = _size(H, W, 7)
+    fig, ax = plt.subplots(figsize=(w + 2.5, h))                       # + room for the legend
     ax.imshow(blend.astype(np.uint8))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
@@ -75,9 +77,8 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     H, W = image.shape[:2]
     gammas = gammas or {}
     n = (0 if rows is None else len(queries)) + (0 if cam is None else 1)
-    panel_w = 4.0
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(panel_w * max(n, 1), max(panel_w * H / W, 2.5) + 0.6),
-                             squeeze=False)
+    w, h = _size(H, W, 3.6)
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(max(n, 1) * (max(w, h) + 1.0), h + 0.8), squeeze=False)
     axes = list(axes[0])
     if rows is not None:
         g = gammas.get("gamma_pam")

@@ -5,7 +5,7 @@ Run it with ``luigi --module pipeline FullReport`` (``make report``). Modules, o
 - ``tasks``      the task graph (Luigi): one task per artifact, requires -> output -> run
 - ``artifacts``  paths, atomic writes, JSON, the environment record, the task lock
 - ``build``      datasets on disk, Dataset objects, models and checkpoints
-- ``train``, ``evaluate``, ``parity``, ``report``   the work itself, on plain values
+- ``train``, ``evaluate``, ``parity``, ``report``, ``checkpoint_report``   the work itself, on plain values
 - ``distributed``  data-parallel training processes (torchrun); ``datasets``, ``download``,
   ``synthetic``, ``presets``  the data and the recipes
 
@@ -17,7 +17,7 @@ task name otherwise, so ``python -m pipeline.distributed`` and the library modul
 import sys
 
 TASKS = ("PreparedDataset", "TrainedModel", "Evaluation", "NumpyWeights", "ReferenceCheck", "Ablation",
-         "FullReport")
+         "FullReport", "CheckpointReport")
 
 
 def __getattr__(name):
