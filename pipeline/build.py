@@ -37,12 +37,26 @@ def prepare_dataset(name: str, preset: Preset, out_dir: str, data_root: str = ""
         with atomic_path(out_dir) as tmp:
             synthetic.generate(tmp, **{"n_train": 400, "n_val": 100, **preset.synthetic}, progress=progress)
         root = out_dir
+    elif data_root:  # a copy the user has: used as it is, never downloaded into
+        check_data_root(name, data_root)
+        root = str(datasets.prepare(name, data_root, download=False, progress=progress))
     else:
-        root = str(datasets.prepare(name, data_root or os.path.join(out_dir, "raw"), progress=progress))
+        root = str(datasets.prepare(name, os.path.join(out_dir, "raw"), progress=progress))
     counts = {split: cls(root, split).verify() for split in ("train", "val")}
     sizes = sorted({image_size(p) for p, _ in cls(root, "train").samples})
     return {"dataset": name, "data_dir": os.path.abspath(root), "num_classes": cls.NUM_CLASSES,
             "class_names": list(cls.CLASS_NAMES), "counts": counts, "train_image_sizes": sizes[:1000]}
+
+
+def check_data_root(name: str, data_root: str) -> None:
+    """Refuse a ``--data-root`` that does not exist or does not hold dataset ``name``, saying what was expected."""
+    cls = dataset_class(name)
+    if not os.path.isdir(data_root):
+        raise ValueError(f"--data-root {data_root!r} does not exist (or is not a directory); it should hold "
+                         f"{name} laid out as\n{datasets.expected_layout(cls)}")
+    if cls.find_root(data_root) is None:
+        raise ValueError(f"--data-root {data_root!r} holds no {name} data; expected under it\n"
+                         f"{datasets.expected_layout(cls)}")
 
 
 def image_size(path) -> tuple[int, int]:

@@ -16,6 +16,7 @@ reports the first problem.
 URLs and checksums live in :data:`SOURCES` (tests point them to a loopback server).
 """
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +467,14 @@ SOURCES = {
 }
 
 
+def expected_layout(cls) -> str:
+    """The directory layout a dataset class documents (the ``Layout::`` block of its docstring)."""
+    doc = cls.__doc__ or ""
+    if "Layout::" not in doc:
+        return cls.__name__
+    return textwrap.dedent(doc.split("Layout::", 1)[1].strip("\n").split("\n\n")[0])
+
+
 def prepare(name: str, data_root, download: bool = True, *, sha256: str | None = None,
             progress: bool = True) -> Path:
     """Make dataset ``name`` available under ``data_root`` and return its root.
@@ -514,7 +523,7 @@ def prepare(name: str, data_root, download: bool = True, *, sha256: str | None =
         raise DatasetError(f"no Cityscapes data in {data_root}. "
                            + CITYSCAPES_LOGIN_HELP.format(root=data_root))
     if not download:
-        raise DatasetError(f"no {name} data in {data_root} and download=False")
+        raise DatasetError(f"no {name} data in {data_root}: expected under it\n{expected_layout(cls)}")
     source = SOURCES[name]
     archive = download_file(source["url"], data_root / "downloads" / source["filename"],
                             md5=source.get("md5"), sha256=sha256 or source.get("sha256"),

@@ -98,16 +98,19 @@ def run_rank(fn, *args, **kwargs) -> None:
     exit_rank(code)
 
 
-def launch(nproc: int, *, dataset: str, dataset_dir: str, preset: str, attention: str, cam_variant: str,
+def launch(nproc: int, *, dataset: str, dataset_dir: str, preset, attention: str, cam_variant: str,
            seed: int, out: str, progress: bool = True) -> dict:
     """Train in ``nproc`` processes: ``python -m torch.distributed.run --standalone
-    --nproc_per_node=nproc -m pipeline.distributed ...``; returns rank 0's ``summary.json``."""
+    --nproc_per_node=nproc -m pipeline.distributed ...``; returns rank 0's ``summary.json``.
+    ``preset`` (a Preset, overrides included) reaches the processes as ``<out>/preset.json``."""
     import subprocess
 
-    from pipeline.artifacts import read_json
+    from pipeline.artifacts import read_json, write_json
 
+    preset_json = os.path.join(os.path.abspath(out), "preset.json")
+    write_json(preset_json, preset.as_dict())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pipeline.distributed", "--dataset", dataset, "--dataset-dir", dataset_dir, "--preset", preset,
+           "-m", "pipeline.distributed", "--dataset", dataset, "--dataset-dir", dataset_dir, "--preset", preset_json,
            "--attention", attention, "--cam-variant", cam_variant, "--seed", str(seed), "--out", os.path.abspath(out)]
     if not progress:
         cmd.append("--no-progress")
@@ -125,7 +128,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m pipeline.distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset-dir", required=True, help="a prepared dataset (PreparedDataset's data_dir)")
     p.add_argument("--dataset", default="synthetic", help="synthetic | camvid | voc2012 | cityscapes | ade20k")
-    p.add_argument("--preset", default="cpu")
+    p.add_argument("--preset", default="cpu", help="a preset name, or a JSON file of every preset field")
     p.add_argument("--attention", default="both", choices=ATTENTIONS)
     p.add_argument("--cam-variant", default="official", choices=CAM_VARIANTS)
     p.add_argument("--seed", type=int, default=0)
@@ -139,9 +142,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    from pipeline.artifacts import write_json
+    from pipeline.artifacts import read_json, write_json
     from pipeline.build import build_model, load_dataset
-    from pipeline.presets import get_preset, validate
+    from pipeline.presets import from_dict, get_preset, validate
     from pipeline.train import train
 
     args = parse_args(argv)
@@ -150,7 +153,7 @@ def main(argv=None) -> dict:
         init_distributed(timeout_s=args.timeout_s)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     try:
-        preset = get_preset(args.preset)
+        preset = from_dict(read_json(args.preset)) if args.preset.endswith(".json") else get_preset(args.preset)
         validate(preset)
         sync_bn = args.sync_bn or preset.sync_bn
         if sync_bn and not cuda and world > 1:

@@ -10,6 +10,9 @@ lr 0.003 with the head at 10x, poly decay 0.9, weight decay 1e-4, 1:1:1 losses, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 
@@ -72,6 +75,76 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def resolve(name: str, overrides: dict | None = None, preset_file: str | None = None) -> Preset:
+    """The effective preset: built-in ``name``, then the fields of ``preset_file`` (TOML), then ``overrides``.
+
+    A preset file holds preset fields at its top level, and optionally ``base = "<preset>"`` (default:
+    ``name``); the result is named after the file. Every field is checked by name and type
+    (:func:`with_fields`); :func:`validate` then checks that the values make sense together.
+    """
+    preset = get_preset(name)
+    if preset_file:
+        import tomllib
+
+        try:
+            with open(preset_file, "rb") as f:
+                fields = tomllib.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"preset file {preset_file!r} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"preset file {preset_file!r} is not valid TOML: {err}") from None
+        preset = get_preset(fields.pop("base", name))
+        stem = os.path.splitext(os.path.basename(preset_file))[0]
+        preset = with_fields(preset, {"name": stem, **fields}, where=f"preset file {preset_file!r}")
+    if overrides:
+        preset = with_fields(preset, dict(overrides), where="overrides")
+    return preset
+
+
+def with_fields(preset: Preset, fields: dict, where: str = "overrides") -> Preset:
+    """``preset`` with ``fields`` replaced, each checked against the field's declared type.
+
+    Lists become tuples where the field is a tuple; an int is accepted for a float; ``None`` only
+    where the field allows it. An unknown field, or a value of the wrong type, is refused by name.
+    """
+    declared = {f.name: f.type for f in dataclasses.fields(Preset)}
+    problems, clean = [], {}
+    for key, value in fields.items():
+        if key not in declared:
+            problems.append(f"unknown field {key!r} (fields: {', '.join(sorted(declared))})")
+            continue
+        kinds = [k.strip() for k in str(declared[key]).split("|")]
+        if isinstance(value, list) and "tuple" in kinds:
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        ok = ((value is None and "None" in kinds)
+              or (isinstance(value, bool) and "bool" in kinds)
+              or (isinstance(value, int) and not isinstance(value, bool) and ("int" in kinds or "float" in kinds))
+              or (isinstance(value, float) and "float" in kinds)
+              or (isinstance(value, str) and "str" in kinds)
+              or (isinstance(value, tuple) and "tuple" in kinds)
+              or (isinstance(value, dict) and "dict" in kinds))
+        if not ok:
+            problems.append(f"field {key!r} must be {declared[key]}, got {value!r} ({type(value).__name__})")
+        clean[key] = float(value) if "float" in kinds and isinstance(value, int) and not isinstance(value, bool) else value
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return dataclasses.replace(preset, **clean)
+
+
+def preset_key(preset: Preset) -> str:
+    """The preset's name in output paths: its name if it is a built-in preset unchanged, else
+    ``<name>-<8 hex digits of a hash of every field>`` -- any change of any field changes the path."""
+    if PRESETS.get(preset.name) == preset:
+        return preset.name
+    canonical = json.dumps(preset.as_dict(), sort_keys=True, default=list)
+    return f"{preset.name}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+def from_dict(fields: dict) -> Preset:
+    """A Preset from ``as_dict()`` output (JSON turns tuples into lists), checked like overrides."""
+    return with_fields(Preset(name=fields["name"], dataset=fields["dataset"]), fields, where="preset record")
 
 
 def validate(preset: Preset, image_sizes: list | None = None) -> None:

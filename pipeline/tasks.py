@@ -11,6 +11,8 @@ versions, seed and timing beside it.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -82,7 +84,19 @@ def exclusive(run):
 class _Base(luigi.Task):
     dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | cityscapes | ade20k")
     preset = luigi.Parameter(default="cpu", description="cpu | tutorial | smoke | cityscapes | voc")
+    overrides = luigi.DictParameter(default={}, description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
+    preset_file = luigi.Parameter(default="", description="a TOML file of preset fields (and base = <preset>)")
     data_root = luigi.Parameter(default="", description="an existing copy of the dataset (default: download under root)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # every parameter is checked here, when the command line is read: before any task runs
+        build.dataset_class(self.dataset)
+        self.get_preset()
+        if getattr(self, "seed", 0) < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.data_root and self.dataset != "synthetic":
+            build.check_data_root(self.dataset, self.data_root)
 
     @property
     def root(self) -> str:
@@ -93,20 +107,37 @@ class _Base(luigi.Task):
         return PipelineConfig().progress
 
     def get_preset(self):
-        from pipeline.presets import get_preset, validate
+        """The effective preset (built-in, preset file, overrides), structurally validated."""
+        from pipeline.presets import resolve, validate
 
-        preset = get_preset(self.preset)
-        validate(preset)  # structural checks, before any work; image sizes are checked before training
+        overrides = json.loads(json.dumps(self.overrides, default=dict))  # luigi's frozen dict -> plain JSON values
+        preset = resolve(self.preset, overrides, self.preset_file or None)
+        validate(preset)  # image sizes are checked against the data before training
         return preset
 
+    def keys(self) -> tuple[str, str]:
+        """(dataset, preset) as they appear in output paths: a ``--data-root`` copy adds a hash of its
+        absolute path (two copies never share results), a changed preset a hash of all its fields."""
+        from pipeline.presets import preset_key
+
+        dataset = self.dataset
+        if self.data_root and self.dataset != "synthetic":
+            dataset += "-" + hashlib.sha256(os.path.abspath(self.data_root).encode()).hexdigest()[:8]
+        return dataset, preset_key(self.get_preset())
+
+    def common(self) -> dict:
+        """The parameters every task of one pipeline shares."""
+        return {"dataset": self.dataset, "preset": self.preset, "overrides": self.overrides,
+                "preset_file": self.preset_file, "data_root": self.data_root}
+
     def record(self, started: float, **extra) -> dict:
-        """What is kept beside each artifact: parameters, code version, preset, environment, seconds."""
-        return {"task": self.task_family, "params": self.param_kwargs, "code_version": CODE_VERSION,
-                "preset": self.get_preset().as_dict(), "environment": artifacts.environment(),
-                "seconds": round(time.time() - started, 3), **extra}
+        """What is kept beside each artifact: parameters, code version, effective preset, environment, seconds."""
+        return {"task": self.task_family, "params": json.loads(json.dumps(self.param_kwargs, default=dict)),
+                "code_version": CODE_VERSION, "preset": self.get_preset().as_dict(),
+                "environment": artifacts.environment(), "seconds": round(time.time() - started, 3), **extra}
 
     def _data(self):
-        return PreparedDataset(dataset=self.dataset, preset=self.preset, data_root=self.data_root)
+        return PreparedDataset(**self.common())
 
 
 class PreparedDataset(_Base):
@@ -119,7 +150,7 @@ class PreparedDataset(_Base):
         return []
 
     def output(self):
-        return luigi.LocalTarget(os.path.join(artifacts.data_dir(self.root, self.dataset, self.preset), "dataset.json"))
+        return luigi.LocalTarget(os.path.join(artifacts.data_dir(self.root, *self.keys()), "dataset.json"))
 
     @exclusive
     def run(self):
@@ -135,11 +166,10 @@ class _ModelTask(_Base):
     cam_variant = luigi.ChoiceParameter(choices=CAM_VARIANTS, default="official")
 
     def model_dir(self) -> str:
-        return artifacts.model_dir(self.root, self.dataset, self.preset, self.seed, self.attention, self.cam_variant)
+        return artifacts.model_dir(self.root, *self.keys(), self.seed, self.attention, self.cam_variant)
 
     def model_params(self) -> dict:
-        return {"dataset": self.dataset, "preset": self.preset, "data_root": self.data_root, "seed": self.seed,
-                "attention": self.attention, "cam_variant": self.cam_variant}
+        return {**self.common(), "seed": self.seed, "attention": self.attention, "cam_variant": self.cam_variant}
 
     def load_model(self, trained: luigi.LocalTarget):
         """The model a TrainedModel output (its params.json) describes, in eval mode on the CPU."""
@@ -184,7 +214,7 @@ class TrainedModel(_ModelTask):
         model = build.build_model(preset, data["num_classes"], self.attention, self.cam_variant,
                                   pretrained=self.nproc == 1)
         if self.nproc > 1:
-            summary = launch(self.nproc, dataset=data["dataset"], dataset_dir=data["data_dir"], preset=self.preset,
+            summary = launch(self.nproc, dataset=data["dataset"], dataset_dir=data["data_dir"], preset=preset,
                              attention=self.attention, cam_variant=self.cam_variant, seed=self.seed, out=work,
                              progress=self.progress)
             model.load_state_dict(latest_checkpoint(work)[1]["model"])
@@ -268,11 +298,10 @@ class Ablation(_Base):
     seed = luigi.IntParameter(default=0)
 
     def requires(self):
-        return {a: Evaluation(dataset=self.dataset, preset=self.preset, data_root=self.data_root, seed=self.seed,
-                              attention=a) for a in ATTENTIONS}
+        return {a: Evaluation(**self.common(), seed=self.seed, attention=a) for a in ATTENTIONS}
 
     def output(self):
-        return luigi.LocalTarget(os.path.join(artifacts.seed_dir(self.root, self.dataset, self.preset, self.seed),
+        return luigi.LocalTarget(os.path.join(artifacts.seed_dir(self.root, *self.keys(), self.seed),
                                               "ablation.json"))
 
     @exclusive
@@ -289,14 +318,14 @@ class FullReport(_Base):
     seed = luigi.IntParameter(default=0)
 
     def requires(self):
-        common = dict(dataset=self.dataset, preset=self.preset, data_root=self.data_root, seed=self.seed)
+        common = {**self.common(), "seed": self.seed}
         return {"data": self._data(), "ablation": Ablation(**common),
                 "parity": ReferenceCheck(**common, attention="both"),
                 "trained": {a: TrainedModel(**common, attention=a) for a in ATTENTIONS},
                 "evaluated": {a: Evaluation(**common, attention=a) for a in ATTENTIONS}}
 
     def output(self):
-        d = artifacts.report_dir(self.root, self.dataset, self.preset, self.seed)
+        d = artifacts.report_dir(self.root, *self.keys(), self.seed)
         return {"html": luigi.LocalTarget(os.path.join(d, "report.html")),
                 "json": luigi.LocalTarget(os.path.join(d, "report.json"))}
 

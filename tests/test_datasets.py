@@ -430,7 +430,7 @@ def test_prepare_uses_existing_copy_as_is(sources, tmp_path):
 def test_prepare_errors(tmp_path):
     with pytest.raises(DatasetError, match="no Cityscapes data.*requires a login"):
         prepare("cityscapes", tmp_path)
-    with pytest.raises(DatasetError, match="no voc2012 data.*download=False"):
+    with pytest.raises(DatasetError, match=r"(?s)no voc2012 data in .*: expected under it.*VOCdevkit"):
         prepare("voc2012", tmp_path, download=False)
     with pytest.raises(KeyError, match="unknown dataset 'kitti'"):
         prepare("kitti", tmp_path)

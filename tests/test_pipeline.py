@@ -82,7 +82,8 @@ def test_failed_task_exits_non_zero_and_leaves_nothing(tmp_path):
     res = subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", "PreparedDataset",
                           "--dataset", "no-such-set", "--local-scheduler", "--pipeline-root", str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 30, res.stdout[-2000:] + res.stderr[-2000:]  # luigi.cfg [retcode] task_failed
+    # refused when the command line is read, before any task runs: luigi.cfg [retcode] unhandled_exception
+    assert res.returncode == 40, res.stdout[-2000:] + res.stderr[-2000:]
     assert "unknown dataset 'no-such-set'" in res.stderr + res.stdout
     assert not list(tmp_path.rglob("dataset.json"))
 

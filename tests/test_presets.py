@@ -1,0 +1,109 @@
+"""Presets you can change: overrides and preset files, checked by field; every change reaches the paths."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.presets import PRESETS, from_dict, preset_key, resolve
+from pipeline.tasks import FullReport, PreparedDataset, TrainedModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overrides_replace_fields_and_lists_become_tuples():
+    p = resolve("cpu", {"iterations": 3000, "crop_size": 320, "scale_range": [0.5, 2.0], "lr": 1})
+    assert (p.iterations, p.crop_size, p.scale_range, p.lr) == (3000, 320, (0.5, 2.0), 1.0)
+    assert p.batch_size == PRESETS["cpu"].batch_size
+    assert from_dict(json.loads(json.dumps(p.as_dict()))) == p
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"iterationz": 10}, "unknown field 'iterationz'"),
+    ({"iterations": "10"}, "field 'iterations' must be int"),
+    ({"flip": 1}, "field 'flip' must be bool"),
+    ({"crop_size": 1.5}, "field 'crop_size' must be int | None"),
+    ({"lr": None}, "field 'lr' must be float"),
+])
+def test_bad_overrides_are_refused_by_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        resolve("cpu", overrides)
+
+
+def test_a_preset_file_is_read_and_named_after_itself(tmp_path):
+    f = tmp_path / "my_camvid.toml"
+    f.write_text('base = "smoke"\niterations = 9\nscale_range = [0.75, 1.25]\n')
+    p = resolve("cpu", preset_file=str(f))
+    assert (p.name, p.iterations, p.scale_range, p.batch_size) == ("my_camvid", 9, (0.75, 1.25), PRESETS["smoke"].batch_size)
+    f.write_text("iterations = [1, 2]\n")
+    with pytest.raises(ValueError, match=r"preset file .*my_camvid.toml.*field 'iterations' must be int"):
+        resolve("cpu", preset_file=str(f))
+    f.write_text("iterations = \n")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        resolve("cpu", preset_file=str(f))
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve("cpu", preset_file=str(tmp_path / "nope.toml"))
+
+
+def test_every_change_changes_the_path():
+    assert preset_key(PRESETS["cpu"]) == "cpu"
+    a = TrainedModel(preset="smoke", overrides={"iterations": 7})
+    b = TrainedModel(preset="smoke", overrides={"iterations": 8})
+    c = TrainedModel(preset="smoke")
+    paths = {t.output().path for t in (a, b, c)}
+    assert len(paths) == 3
+    assert "/smoke-" in a.output().path and "/smoke/" in c.output().path
+    # the dataset generated for a changed preset is its own too (its size can depend on the preset)
+    assert PreparedDataset(preset="smoke", overrides={"iterations": 7}).output().path != PreparedDataset(preset="smoke").output().path
+
+
+def test_two_copies_of_a_dataset_never_share_results(tmp_path):
+    from tests.test_datasets import make_camvid
+
+    for name in ("copy1", "copy2"):
+        for split in ("train", "val"):
+            make_camvid(tmp_path / name, split)
+    one = FullReport(dataset="camvid", data_root=str(tmp_path / "copy1"), preset="smoke")
+    two = FullReport(dataset="camvid", data_root=str(tmp_path / "copy2"), preset="smoke")
+    assert one.output()["json"].path != two.output()["json"].path
+    assert PreparedDataset(**one.common()).output().path != PreparedDataset(**two.common()).output().path
+
+
+def test_a_missing_or_wrong_data_root_is_refused_with_the_expected_layout(tmp_path):
+    with pytest.raises(ValueError, match=r"(?s)--data-root '.*typo' does not exist.*CamVid/"):
+        PreparedDataset(dataset="camvid", data_root=str(tmp_path / "typo"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"(?s)holds no voc2012 data; expected under it\n.*VOCdevkit"):
+        PreparedDataset(dataset="voc2012", data_root=str(tmp_path / "empty"))
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_bad_parameters_are_refused_before_any_work(tmp_path):
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--preset", "smoke",
+           "--pipeline-root", str(tmp_path / "art")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for extra, message in ([["--overrides", '{"batch_size": 0}'], "batch_size must be >= 1"],
+                           [["--overrides", '{"iterationz": 3}'], "unknown field 'iterationz'"],
+                           [["--seed", "-1"], "seed must be >= 0"]):
+        res = subprocess.run(cmd + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and message in res.stdout + res.stderr, (extra, res.stderr[-1500:])
+    assert not [p for p in (tmp_path / "art").rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
+def test_params_json_records_the_effective_preset(tmp_path):
+    import luigi
+
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path))
+    config.set("pipeline", "progress", "false")
+    try:
+        task = TrainedModel(preset="smoke", overrides={"iterations": 2, "log_every": 1})
+        assert luigi.build([task], local_scheduler=True)
+        record = json.loads(Path(task.output().path).read_text())
+        assert record["preset"]["iterations"] == 2 and record["train"]["iterations"] == 2
+        assert record["params"]["overrides"] == {"iterations": 2, "log_every": 1}
+    finally:
+        config.set("pipeline", "root", "artifacts")
