@@ -6,6 +6,8 @@ Whole-image, sliding-window, flipped and multi-scale inference (``predict_probs`
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -39,16 +41,18 @@ def metrics_from_confusion(conf: np.ndarray, class_names=None) -> dict:
 
 
 def evaluate(model, dataset, preset, device: str | None = None, progress: bool = True,
-             keep_predictions: int = 0) -> dict:
+             keep_predictions: int = 0, on_progress=None) -> dict:
     """mIoU, pixel accuracy, per-class IoU and the confusion matrix of ``model`` on ``dataset``.
 
-    ``keep_predictions`` returns the first few predicted label maps as well (for the report).
+    ``keep_predictions`` returns the first few predicted label maps as well (for the report);
+    ``on_progress(images_done, total, None, eta_s)`` is called after every image.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     K = dataset.NUM_CLASSES
     conf = np.zeros((K, K), np.int64)
     predictions = []
+    t0 = time.perf_counter()
     for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, unit="img"):
         image, label = dataset[i]
         probs = predict_probs(model, image[None].to(device), preset.eval_mode, preset.eval_crop,
@@ -57,6 +61,9 @@ def evaluate(model, dataset, preset, device: str | None = None, progress: bool =
         conf += confusion_matrix(pred, label.numpy(), K)
         if i < keep_predictions:
             predictions.append(pred.astype(np.uint8))
+        if on_progress is not None:
+            rate = (time.perf_counter() - t0) / (i + 1)
+            on_progress(i + 1, len(dataset), None, rate * (len(dataset) - i - 1))
     result = metrics_from_confusion(conf, dataset.CLASS_NAMES)
     result["confusion"] = conf.tolist()
     result["num_images"] = len(dataset)

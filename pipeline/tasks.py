@@ -139,6 +139,14 @@ class _Base(luigi.Task):
     def _data(self):
         return PreparedDataset(**self.common())
 
+    def report_progress(self, what: str):
+        """A callback for long work: percentage and a status line (loss, ETA) shown by the luigid visualiser."""
+        def report(done: int, total: int, loss, eta_s: float) -> None:
+            self.set_progress_percentage(round(100 * done / total, 1))
+            self.set_status_message(f"{what} {done}/{total}" + ("" if loss is None else f", loss {loss:.4f}")
+                                    + f", ETA {eta_s:.0f} s")
+        return report
+
 
 class PreparedDataset(_Base):
     """The dataset on disk, generated (synthetic) or downloaded, verified, with its splits.
@@ -220,7 +228,7 @@ class TrainedModel(_ModelTask):
             model.load_state_dict(latest_checkpoint(work)[1]["model"])
         else:
             summary = train(model, build.load_dataset(data, "train"), preset, work, seed=self.seed,
-                            progress=self.progress)
+                            progress=self.progress, on_progress=self.report_progress("iteration"))
         build.save_model(model, os.path.join(self.model_dir(), "model.pt"))
         with atomic_path(os.path.join(self.model_dir(), "metrics.jsonl")) as tmp:
             shutil.copyfile(os.path.join(work, "metrics.jsonl"), tmp)
@@ -243,7 +251,8 @@ class Evaluation(_ModelTask):
 
         started = time.time()
         result = evaluate(self.load_model(self.input()["model"]), build.load_dataset(read_json(self.input()["data"]), "val"),
-                          self.get_preset(), progress=self.progress, keep_predictions=6)
+                          self.get_preset(), progress=self.progress, keep_predictions=6,
+                          on_progress=self.report_progress("image"))
         predictions = result.pop("predictions")
         with atomic_path(os.path.join(self.model_dir(), "predictions.npz")) as tmp, open(tmp, "wb") as f:
             np.savez(f, predictions=np.stack(predictions) if predictions else np.zeros((0,), np.uint8))

@@ -21,6 +21,7 @@ import glob
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -115,12 +116,15 @@ def _global_loss(outputs, loss, terms, labels):
 
 
 def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | None = None,
-          progress: bool = True, stop_after: int | None = None) -> dict:
+          progress: bool = True, stop_after: int | None = None, on_progress=None) -> dict:
     """Train ``model`` on ``train_set`` (a SegmentationDataset) as ``preset`` says; resume if possible.
 
     Writes ``out_dir/ckpt_XXXXXX.pt`` every ``preset.checkpoint_every`` iterations (the two newest
-    are kept), ``out_dir/metrics.jsonl`` (one JSON line per ``log_every`` iterations) and returns a
-    summary. ``stop_after`` ends early after that many iterations (for tests of resumption).
+    are kept), ``out_dir/metrics.jsonl`` (one JSON line per ``log_every`` iterations), TensorBoard
+    event files under ``out_dir/tensorboard`` and returns a summary. After a few warm-up iterations
+    it prints an estimate of the whole run's duration. ``on_progress(iteration, total, loss, eta_s)``
+    is called at every log step (the Luigi task reports it to the scheduler). ``stop_after`` ends
+    early after that many iterations (for tests of resumption).
     With an initialised process group it trains data-parallel (module docstring); ``model`` stays
     the unwrapped module and is updated in place.
     """
@@ -178,6 +182,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
     it = start
+    board = _tensorboard(out_dir, start) if rank == 0 else None
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
         for images, labels in loader:
             lr_scale = (1 - it / total) ** preset.poly_power
@@ -204,19 +209,62 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             seconds = seconds_before + time.perf_counter() - t0
+            if it - start == WARMUP:
+                t_warm = time.perf_counter()
+            elif it - start == 2 * WARMUP and rank == 0:
+                _announce_duration(preset, total - start, (time.perf_counter() - t_warm) / WARMUP)
             if rank == 0 and (it % preset.log_every == 0 or it == total):
-                log.write(json.dumps({"iteration": it, "loss": loss_value, "loss_terms": terms,
-                                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                                      **model.gammas()}) + "\n")
+                record = {"iteration": it, "loss": loss_value, "loss_terms": terms,
+                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3), **model.gammas()}
+                log.write(json.dumps(record) + "\n")
                 log.flush()
+                _tensorboard_scalars(board, record)
+                if on_progress is not None:
+                    rate = (time.perf_counter() - t0) / (it - start)
+                    on_progress(it, total, loss_value, rate * (total - it))
             if it % preset.checkpoint_every == 0 or it == total:
                 _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
     bar.close()
+    if board is not None:
+        board.close()
     if world > 1:
         torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
             "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
             "world_size": world, **model.gammas()}
+
+
+WARMUP = 3  # iterations before timing starts, and timed, for the duration estimate
+
+
+def _announce_duration(preset, iterations: int, seconds_per_it: float) -> None:
+    """Print how long the run will take: iterations × measured s/it (after the warm-up iterations)."""
+    print(f"training {preset.name}: {iterations} iterations at {seconds_per_it:.3f} s/it (measured) "
+          f"-> about {_duration(iterations * seconds_per_it)}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def _tensorboard(out_dir: str, start: int):
+    """A TensorBoard writer under ``out_dir/tensorboard``; events past ``start`` (a resume) are dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start or None)
+
+
+def _tensorboard_scalars(board, record: dict) -> None:
+    it = record["iteration"]
+    board.add_scalar("loss/total", record["loss"], it)
+    names = ("fused", "pam", "cam") if len(record["loss_terms"]) == 3 else ("output",)
+    for name, value in zip(names, record["loss_terms"]):
+        board.add_scalar(f"loss/{name}", value, it)
+    board.add_scalar("lr", record["lr"], it)
+    for name in ("gamma_pam", "beta_cam"):
+        if record.get(name) is not None:
+            board.add_scalar(f"attention/{name}", record[name], it)
 
 
 def _checkpoint(out_dir, model, optimizer, it, seconds, rank=0, world=1):

@@ -85,6 +85,12 @@ def _scheduler_tasks(port, status="DONE") -> dict:
         return json.load(r)["response"]
 
 
+def _api(port, method, task_id) -> dict:
+    query = urllib.parse.urlencode({"data": json.dumps({"task_id": task_id})})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?{query}", timeout=10) as r:
+        return json.load(r)["response"]
+
+
 def test_ablation_on_a_central_scheduler_with_two_workers(luigid, tmp_path):
     root = tmp_path / "artifacts"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -103,3 +109,14 @@ def test_ablation_on_a_central_scheduler_with_two_workers(luigid, tmp_path):
     assert len(trainings) == 4 and any(t["name"] == "Ablation" for t in done.values())
     spans = sorted((t["time_running"], t["last_updated"]) for t in trainings)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"no two trainings overlapped: {spans}"
+
+    # the tasks reported their progress to the scheduler (what the visualiser shows)
+    for task_id, t in done.items():
+        if t["name"] in ("TrainedModel", "Evaluation"):
+            message = _api(luigid, "get_task_status_message", task_id)["statusMessage"]
+            percentage = _api(luigid, "get_task_progress_percentage", task_id)["progressPercentage"]
+            unit = "iteration 6/6, loss " if t["name"] == "TrainedModel" else "image 4/4, ETA"
+            assert unit in message and "ETA" in message and percentage == 100, (t["name"], message, percentage)
+    # and training curves went to TensorBoard event files
+    events = list(root.rglob("events.out.tfevents.*"))
+    assert len(events) == 4, events
