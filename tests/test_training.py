@@ -117,3 +117,18 @@ def test_non_finite_loss_stops_with_the_iteration(tiny_data, tmp_path):
         model.head.conv8[1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="at iteration 1"):
         train(model, tiny_data, PRESETS["smoke"], str(tmp_path), progress=False)
+
+
+def test_duration_estimate_progress_callback_and_tensorboard(tiny_data, tmp_path, capsys):
+    calls = []
+    _train(tiny_data, tmp_path / "run", on_progress=lambda *a: calls.append(a))
+    err = capsys.readouterr().err
+    assert "training smoke: 6 iterations at" in err and "s/it (measured) -> about" in err
+    assert [c[0] for c in calls] == list(range(1, 7)) and all(c[1] == 6 for c in calls)   # log_every 1
+    assert calls[-1][3] == 0 and all(np.isfinite(c[2]) and c[3] >= 0 for c in calls)     # ETA 0 at the end
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"loss/total", "loss/fused", "lr", "attention/gamma_pam"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 7))
