@@ -76,9 +76,10 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     plt = _plt()
     H, W = image.shape[:2]
     gammas = gammas or {}
-    n = (0 if rows is None else len(queries)) + (0 if cam is None else 1)
     w, h = _size(H, W, 3.6)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(max(n, 1) * (max(w, h) + 1.0), h + 0.8), squeeze=False)
+    widths = ([w + 0.8] * (0 if rows is None else len(queries)) + ([h + 1.2] if cam is not None else [])) or [w]
+    fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), h + 0.9), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
     axes = list(axes[0])
     if rows is not None:
         g = gammas.get("gamma_pam")
