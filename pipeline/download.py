@@ -69,15 +69,17 @@ def file_digest(path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify_checksum(path, md5: str | None = None, sha256: str | None = None) -> bool:
+def verify_checksum(path, md5: str | None = None, sha256: str | None = None,
+                    sha1: str | None = None) -> bool:
     """Check a file against the given digests.
 
     Parameters
     ----------
     path : str or Path
         File to check.
-    md5, sha256 : str, optional
-        Expected hex digests (case-insensitive). Each one given is checked.
+    md5, sha256, sha1 : str, optional
+        Expected hex digests (case-insensitive). Each one given is checked. SHA-1 is here because
+        some publishers pin only that (the ADE20K archive, see ``pipeline.datasets.SOURCES``).
 
     Returns
     -------
@@ -91,7 +93,7 @@ def verify_checksum(path, md5: str | None = None, sha256: str | None = None) -> 
         On a mismatch; the message names the file, the algorithm, the expected
         and the actual digest.
     """
-    expected = {"md5": md5, "sha256": sha256}
+    expected = {"md5": md5, "sha1": sha1, "sha256": sha256}
     checked = False
     for algorithm, want in expected.items():
         if want is None:
@@ -107,7 +109,8 @@ def verify_checksum(path, md5: str | None = None, sha256: str | None = None) -> 
 # --------------------------------------------------------------------------- download
 
 def download(url: str, dest_path, *, md5: str | None = None, sha256: str | None = None,
-             progress: bool = True, retries: int = 3, timeout: float = 60.0) -> Path:
+             sha1: str | None = None, progress: bool = True, retries: int = 3,
+             timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest_path``, verifying its checksum.
 
     The data is streamed to ``dest_path + ".part"``. An existing ``.part`` is resumed
@@ -123,8 +126,8 @@ def download(url: str, dest_path, *, md5: str | None = None, sha256: str | None 
         Source URL (http, https, or anything urllib opens).
     dest_path : str or Path
         Final path of the file.
-    md5, sha256 : str, optional
-        Expected hex digests. With neither, a warning is issued and the file is
+    md5, sha256, sha1 : str, optional
+        Expected hex digests. With none of them, a warning is issued and the file is
         accepted unverified.
     progress : bool
         Show a tqdm progress bar (on stderr).
@@ -146,11 +149,12 @@ def download(url: str, dest_path, *, md5: str | None = None, sha256: str | None 
     """
     dest = Path(dest_path)
     part = dest.with_name(dest.name + ".part")
-    if md5 is None and sha256 is None:
+    digests = {"md5": md5, "sha256": sha256, "sha1": sha1}
+    if all(v is None for v in digests.values()):
         warnings.warn(f"no checksum given for {url}: {dest} will not be verified", stacklevel=2)
     if dest.exists():
         try:
-            verify_checksum(dest, md5=md5, sha256=sha256)
+            verify_checksum(dest, **digests)
             return dest
         except DownloadError as err:
             warnings.warn(f"existing file does not verify, downloading again: {err}", stacklevel=2)
@@ -167,7 +171,7 @@ def download(url: str, dest_path, *, md5: str | None = None, sha256: str | None 
                                     f"call again to resume") from None
 
     try:
-        verify_checksum(part, md5=md5, sha256=sha256)
+        verify_checksum(part, **digests)
     except DownloadError as err:
         part.unlink(missing_ok=True)
         raise DownloadError(f"download of {url} failed verification, partial file deleted: "

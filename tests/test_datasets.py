@@ -410,9 +410,28 @@ def test_prepare_camvid_from_github_zip(http_server, sources, tmp_path):  # noqa
 def test_prepare_without_checksum_warns(http_server, sources, tmp_path):  # noqa: F811
     archive = zip_bytes(make_ade(tmp_path / "staging"))
     http_server.files["/ade.zip"] = archive
-    sources["ade20k"].update(url=http_server.url("/ade.zip"), md5=None, sha256=None)
+    sources["ade20k"].update(url=http_server.url("/ade.zip"), md5=None, sha1=None, sha256=None)
     with pytest.warns(UserWarning, match="no checksum"):
         root = prepare("ade20k", tmp_path / "data", progress=False)
+    assert ADE20K(root, "train").verify() == 2
+
+
+def test_ade20k_archive_is_pinned_by_its_published_sha1():
+    """The SHA-1 the DANet authors' scripts/prepare_ade20k.py (and gluon-cv's) pin for this URL."""
+    assert SOURCES["ade20k"]["url"] == "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
+    assert SOURCES["ade20k"]["sha1"] == "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
+
+
+def test_prepare_ade20k_verifies_sha1(http_server, sources, tmp_path):  # noqa: F811
+    archive = zip_bytes(make_ade(tmp_path / "staging"))
+    http_server.files["/ade.zip"] = archive
+    sources["ade20k"].update(url=http_server.url("/ade.zip"), sha1="0" * 40)
+    with pytest.raises(DownloadError, match=f"sha1 checksum mismatch.*expected {'0' * 40}, "
+                                            f"found {hashlib.sha1(archive).hexdigest()}"):
+        prepare("ade20k", tmp_path / "data", progress=False)
+    assert not (tmp_path / "data" / "ADEChallengeData2016").exists()
+    sources["ade20k"]["sha1"] = hashlib.sha1(archive).hexdigest()
+    root = prepare("ade20k", tmp_path / "data", progress=False)
     assert ADE20K(root, "train").verify() == 2
 
 

@@ -5,6 +5,7 @@ import io
 import os
 import tarfile
 import threading
+import warnings
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -175,6 +176,29 @@ def test_checksum_mismatch(http_server, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no final file, no .part
 
 
+def test_sha1_alone_verifies_and_a_wrong_one_is_refused(http_server, tmp_path):
+    """Some publishers pin only a SHA-1 (ADE20K): it verifies by itself, with no warning."""
+    http_server.files["/data.bin"] = PAYLOAD
+    url = http_server.url("/data.bin")
+    right = hashlib.sha1(PAYLOAD).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no checksum" warning: a SHA-1 is a checksum
+        download(url, tmp_path / "ok.bin", sha1=right.upper(), progress=False)
+    assert (tmp_path / "ok.bin").read_bytes() == PAYLOAD
+    wrong = "0" * 40
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "bad.bin", sha1=wrong, progress=False)
+    message = str(info.value)
+    assert "sha1 checksum mismatch" in message and url in message
+    assert wrong in message and right in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.bin"]  # no bad.bin, no .part
+    # a file already in place is checked against the SHA-1 too, and replaced when it differs
+    (tmp_path / "ok.bin").write_bytes(b"stale")
+    with pytest.warns(UserWarning, match="sha1 checksum mismatch"):
+        download(url, tmp_path / "ok.bin", sha1=right, progress=False)
+    assert (tmp_path / "ok.bin").read_bytes() == PAYLOAD
+
+
 def test_no_checksum_warns(http_server, tmp_path):
     http_server.files["/data.bin"] = PAYLOAD
     with pytest.warns(UserWarning, match="no checksum"):
@@ -197,6 +221,10 @@ def test_verify_checksum(tmp_path):
     assert verify_checksum(path) is False
     with pytest.raises(DownloadError, match=f"md5 checksum mismatch for {path}.*1234.*{md5}"):
         verify_checksum(path, md5="1234")
+    sha1 = hashlib.sha1(b"abc").hexdigest()
+    assert verify_checksum(path, sha1=sha1) is True
+    with pytest.raises(DownloadError, match=f"sha1 checksum mismatch for {path}.*{'1' * 40}.*{sha1}"):
+        verify_checksum(path, md5=md5, sha1="1" * 40)
 
 
 # --------------------------------------------------------------------------- extraction helpers
