@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", required=True, help="checkpoint file")
         p.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help="checkpoint format (default auto)")
 
-    p = sub.add_parser("predict", help="segment images; write colour maps, overlays and attention figures")
+    p = sub.add_parser("predict", help="segment images; write colour maps, overlays and attention figures",
+                       description="Segment images with a DANet checkpoint. Images are normalised with the ImageNet "
+                                   "mean and std on RGB in [0, 1] (mmsegmentation's 0-255 mean/std are the same map).")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     common(p)
     p.add_argument("--classes", default=None, help="cityscapes | voc | ade20k | camvid | K (default: from the "
