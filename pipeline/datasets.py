@@ -149,6 +149,9 @@ class SegmentationDataset(Dataset):
     Subclasses set ``NUM_CLASSES``, ``CLASS_NAMES``, ``SPLITS`` and implement
     ``_list_samples`` (returns ``[(image_path, label_path), ...]``) and
     ``map_label`` (raw label values -> class indices with 255 = ignore).
+    ``UNLABELLED_SPLITS`` maps a split whose publisher withholds the labels to the reason and what
+    to do instead; such a split can be loaded (for predictions) but
+    :func:`pipeline.evaluate.evaluate` refuses to score it.
 
     Parameters
     ----------
@@ -172,6 +175,7 @@ class SegmentationDataset(Dataset):
     CLASS_NAMES: tuple = ()
     IGNORE_INDEX = IGNORE_INDEX
     SPLITS: tuple = ()
+    UNLABELLED_SPLITS: dict = {}
 
     def __init__(self, root, split: str, transform=None):
         if split not in self.SPLITS:
@@ -360,11 +364,24 @@ class Cityscapes(SegmentationDataset):
         root/gtFine/{train,val,test}/<city>/<name>_gtFine_labelIds.png
 
     Label IDs are mapped to train IDs with :data:`CITYSCAPES_ID_TO_TRAINID`.
+
+    The ``test`` split has images but no public labels: cityscapesScripts' README says of it
+    "used for testing on our evaluation server. The annotations are not public, but we include
+    annotations of ego-vehicle and rectification border for convenience"
+    (https://github.com/mcordts/cityscapesScripts). Those are label IDs 0-3, all of train ID 255
+    in ``helpers/labels.py``, so every pixel of a test label maps to ignore. Scoring it is refused
+    (``UNLABELLED_SPLITS``); evaluate on ``val``, or submit test predictions (in label IDs) to
+    the benchmark server.
     """
 
     NUM_CLASSES = 19
     CLASS_NAMES = _CLASS_NAMES["cityscapes"]
     SPLITS = ("train", "val", "test")
+    UNLABELLED_SPLITS = {"test": (
+        "its annotations are not public (the gtFine test label files mark only the ego vehicle and "
+        "the rectification border, so every pixel maps to ignore and an mIoU on it means nothing). "
+        "Evaluate on split 'val', or submit predictions on 'test' (as label IDs) to the benchmark "
+        "server: https://www.cityscapes-dataset.com/submit/")}
 
     def _split_source(self) -> Path:
         return self.root / "leftImg8bit" / self.split

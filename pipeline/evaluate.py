@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from danet.inference import predict_probs, sliding_window  # noqa: F401 -- sliding_window re-exported
-from pipeline.datasets import IGNORE_INDEX
+from pipeline.datasets import IGNORE_INDEX, DatasetError
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
@@ -45,8 +45,14 @@ def evaluate(model, dataset, preset, device: str | None = None, progress: bool =
     """mIoU, pixel accuracy, per-class IoU and the confusion matrix of ``model`` on ``dataset``.
 
     ``keep_predictions`` returns the first few predicted label maps as well (for the report);
-    ``on_progress(images_done, total, None, eta_s)`` is called after every image.
+    ``on_progress(images_done, total, None, eta_s)`` is called after every image. A split whose
+    labels its publisher withholds (the dataset's ``UNLABELLED_SPLITS``, e.g. Cityscapes ``test``)
+    is refused with a :class:`~pipeline.datasets.DatasetError` saying why and what to do instead.
     """
+    split = getattr(dataset, "split", None)
+    unlabelled = getattr(dataset, "UNLABELLED_SPLITS", {})
+    if split in unlabelled:
+        raise DatasetError(f"cannot evaluate on {type(dataset).__name__} split {split!r}: {unlabelled[split]}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     K = dataset.NUM_CLASSES

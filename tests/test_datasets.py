@@ -188,6 +188,34 @@ def test_cityscapes_missing_root_says_login_needed(tmp_path):
         Cityscapes(tmp_path, "train")
 
 
+def test_cityscapes_test_split_is_refused_by_evaluate_with_the_reason(tmp_path):
+    """Cityscapes test labels carry only IDs 0-3 (unlabeled, ego vehicle, rectification border,
+    out of roi): all ignore. Loading works (for predictions); scoring is refused; val unchanged."""
+    from danet import DANet
+    from pipeline.evaluate import evaluate
+    from pipeline.presets import PRESETS
+
+    make_cityscapes(tmp_path, split="test", labels=[label_with([0, 1, 2, 3], 0), label_with([1, 2], 1)])
+    make_cityscapes(tmp_path, split="val")
+    make_cityscapes(tmp_path, split="train")
+    test = Cityscapes(tmp_path, "test")
+    assert test.verify() == 2
+    assert all((test[i][1] == 255).all() for i in range(len(test)))  # nothing to score
+    torch.manual_seed(0)
+    model = DANet(19, "tiny")
+    with pytest.raises(DatasetError) as info:
+        evaluate(model, test, PRESETS["smoke"], device="cpu", progress=False)
+    message = str(info.value)
+    for part in ("Cityscapes split 'test'", "not public", "every pixel maps to ignore",
+                 "split 'val'", "https://www.cityscapes-dataset.com/submit/"):
+        assert part in message, f"{part!r} not in {message!r}"
+    result = evaluate(model, Cityscapes(tmp_path, "val"), PRESETS["smoke"], device="cpu", progress=False)
+    assert result["num_images"] == 2 and list(result["per_class_iou"]) == list(Cityscapes.CLASS_NAMES)
+    assert len(Cityscapes(tmp_path, "train")) == 2 and Cityscapes.UNLABELLED_SPLITS.keys() == {"test"}
+    for cls in (CamVid, VOC2012, ADE20K):
+        assert cls.UNLABELLED_SPLITS == {}
+
+
 def test_ade20k_label_shift(tmp_path):
     make_ade(tmp_path, folder="validation")
     ds = ADE20K(tmp_path, "val")
