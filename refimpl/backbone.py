@@ -6,9 +6,12 @@ v1.5 bottleneck with its stride on the 3x3 convolution) and the authors' dilated
 Weights are keyed by torchvision's names, without the ``pretrained.`` prefix DANet adds::
 
     image (B, 3, H0, W0)
-      -> stem: conv1 (7x7 s2) or conv1.0/.1/.3/.4/.6 (3x3 s2, 3x3, 3x3), bn1, ReLU  (B, 64 or 2w, H0/2, W0/2)
+      -> stem: conv1 (7x7 s2) or conv1.0/.1/.3/.4/.6 (3x3 s2, 3x3, 3x3), bn1, ReLU  (B, w0 or 2w, H0/2, W0/2)
       -> maxpool 3x3 s2                                                        (B, ., H0/4, W0/4)
-      -> layer1 (stride 1) -> layer2 (stride 2) -> layer3 -> layer4            (B, 512 e, H0/os, W0/os)
+      -> layer1 (stride 1) -> layer2 (stride 2) -> layer3 -> layer4            (B, w3 e, H0/os, W0/os)
+
+with w0 ... w3 the stage widths (64 ... 512 for the ImageNet ResNets), e the block's expansion
+(1 basic, 4 bottleneck) and w the deep stem's width.
 
 A *dilated* ResNet keeps layer3 and layer4 at stride 1 past the output stride ``os`` and dilates
 their 3x3 convolutions instead (output stride 8: dilations 2 and 4), so the receptive field keeps
@@ -24,7 +27,7 @@ import numpy as np
 
 from refimpl.head import batch_norm, conv2d
 from refimpl.resample import max_pool2d
-from refimpl.weights import WeightError
+from refimpl.weights import WeightError, check_weights
 
 EXPANSION = {"basic": 1, "bottleneck": 4}   # output channels of a block = width x expansion
 STEMS = ("plain", "deep")
@@ -177,7 +180,7 @@ def stem(x, weights):
     Both end in ``bn1`` and ReLU.
     """
     if "conv1.weight" in weights:
-        y = conv2d(x, weights["conv1.weight"], stride=2, padding=3)                # (B, 64, H0/2, W0/2)
+        y = conv2d(x, weights["conv1.weight"], stride=2, padding=3)                # (B, w0, H0/2, W0/2)
     else:
         y = _relu(_bn(conv2d(x, weights["conv1.0.weight"], stride=2), weights, "conv1.1"))  # (B, w, H0/2, W0/2)
         y = _relu(_bn(conv2d(y, weights["conv1.3.weight"]), weights, "conv1.4"))           # (B, w, H0/2, W0/2)
@@ -196,8 +199,8 @@ def resnet(x, weights: Mapping[str, np.ndarray], *, output_stride: int = 8, mult
     ----------
     x : ndarray (B, 3, H0, W0), float32 or float64.
     weights : the backbone's state_dict without prefix (``conv1.weight``, ``layer1.0.conv1.weight``,
-        ...); block type, depth and widths are read from it (:func:`infer_arch`). Checked by
-        :func:`refimpl.danet_forward`, not here.
+        ...); block type, depth and widths are read from it (:func:`infer_arch`), then every
+        array is checked by name and shape (``num_batches_tracked`` counters may be present).
     output_stride, multi_grid, dilated : see :func:`stage_plan`.
     return_stages : also return a dict of named stage outputs: ``stem`` (after bn1 and ReLU),
         ``maxpool``, each block ``layer{i}.{j}`` and each stage ``layer{i}`` (its last block).
@@ -207,6 +210,9 @@ def resnet(x, weights: Mapping[str, np.ndarray], *, output_stride: int = 8, mult
     A : ndarray (B, C_out, H, W), x's dtype; then the stages dict if asked for.
     """
     arch = infer_arch(weights)
+    check_weights({k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")},
+                  resnet_weight_shapes(arch["block"], arch["blocks"], arch["widths"], arch["stem"],
+                                       arch["stem_width"], output_stride), where="resnet weights")
     block = basic_block if arch["block"] == "basic" else bottleneck
     s = stem(x, weights)                                                       # (B, C, H0/2, W0/2)
     y = max_pool2d(s, 3, 2, 1)                                                 # (B, C, H0/4, W0/4)

@@ -260,3 +260,18 @@ def test_resize_and_pool_match_torch(size, align_corners):
     assert rel_err(refimpl.interpolate_bilinear(x, size, align_corners=align_corners), want.numpy()) <= 1e-14
     pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, 1).numpy()
     assert np.array_equal(refimpl.max_pool2d(x, 3, 2, 1), pooled)
+
+
+def test_resnet_alone_matches_danet_resnet_and_checks_its_weights():
+    from danet import ResNet
+
+    torch.manual_seed(4)
+    net = randomise(ResNet("tiny", output_stride=16, stem="deep"), seed=4).double()
+    x = np.random.default_rng(4).standard_normal((2, 3, 40, 32))
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    w = state_dict_to_numpy(net)
+    assert rel_err(refimpl.resnet(x, w, output_stride=16), want) <= 1e-10
+    w.pop("layer2.0.bn1.bias")
+    with pytest.raises(refimpl.WeightError, match="resnet weights: missing array 'layer2.0.bn1.bias'"):
+        refimpl.resnet(x, w, output_stride=16)
