@@ -77,8 +77,9 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     H, W = image.shape[:2]
     gammas = gammas or {}
     w, h = _size(H, W, 3.6)
-    widths = ([w + 0.8] * (0 if rows is None else len(queries)) + ([h + 1.2] if cam is not None else [])) or [w]
-    fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), h + 0.9), squeeze=False,
+    side = max(h, 3.0) if cam is not None else h                      # the C×C matrix stays legible beside a strip
+    widths = ([w + 0.8] * (0 if rows is None else len(queries)) + ([side + 1.2] if cam is not None else [])) or [w]
+    fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), side + 0.9), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     axes = list(axes[0])
     if rows is not None:

@@ -9,7 +9,6 @@ self-contained HTML page (figures as PNG data URIs) and a JSON summary. No Luigi
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import html
@@ -25,7 +24,7 @@ from danet.checkpoint import load_checkpoint
 from danet.classes import class_set
 from danet.inference import check, histogram, predict_image, read_image
 from pipeline.artifacts import CODE_VERSION, environment
-from pipeline.report import _img, _table
+from pipeline.report import html_img, html_table, png_uri
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 BARS = {"float64": 1e-10, "float32": 1e-4}
@@ -63,10 +62,6 @@ def report_dir(root: str, checkpoint: str, key: str) -> str:
     return os.path.join(root, CODE_VERSION, "checkpoint-reports", f"{stem}-{key}")
 
 
-def _uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _resized(image: np.ndarray, longest: int) -> np.ndarray:
     from PIL import Image
 
@@ -86,7 +81,7 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
     set_name, names, palette = class_set(classes or None, info.num_classes, info.class_names)
     sections, records = [], []
     info_rows = [[k, v] for k, v in dataclasses.asdict(info).items()]
-    sections.append(("Checkpoint", _table(["CheckpointInfo", "value"], info_rows)
+    sections.append(("Checkpoint", html_table(["CheckpointInfo", "value"], info_rows)
                      + f"<p>Classes: <b>{html.escape(set_name)}</b> ({len(names)}). Learned scales: "
                      + ", ".join(f"{k} = {v:.4g}" for k, v in model.gammas().items() if v is not None) + ".</p>"))
 
@@ -100,9 +95,9 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
         top = ", ".join(f"{n} {100 * c / result['label'].size:.1f}%" for n, c in list(hist.items())[:8])
         sections.append((f"{os.path.basename(path)} ({image.shape[0]}×{image.shape[1]})",
                          f"<p>Classes by area: {html.escape(top)}</p>"
-                         + '<div class="row">' + _img(_uri(pngs["overlay"]), "overlay with legend")
-                         + _img(_uri(pngs["segmentation"]), "colour segmentation") + "</div>"
-                         + _img(_uri(pngs["attention"]), "attention: PAM rows and CAM matrix")))
+                         + '<div class="row">' + html_img(png_uri(pngs["overlay"]), "overlay with legend")
+                         + html_img(png_uri(pngs["segmentation"]), "colour segmentation") + "</div>"
+                         + html_img(png_uri(pngs["attention"]), "attention: PAM rows and CAM matrix")))
 
     parity = None
     if info.attention == "both":
@@ -117,7 +112,7 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
         sections.append(("NumPy reference vs PyTorch, stage by stage",
                          f"<p>refimpl.danet_forward against the PyTorch model on {html.escape(os.path.basename(images[0]))}"
                          f" at {small.shape[0]}×{small.shape[1]}; error = max|NumPy − torch| / max|torch|.</p>"
-                         + _table(["stage", "float64", "float32"], rows)))
+                         + html_table(["stage", "float64", "float32"], rows)))
     else:
         sections.append(("NumPy reference vs PyTorch", f"<p>Not run: the NumPy reference is the whole DANet, "
                                                        f"this checkpoint has attention = {info.attention!r}.</p>"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 
@@ -16,7 +15,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from danet import figures  # noqa: E402
 from danet.head import ATTENTIONS  # noqa: E402
+from danet.inference import cam_matrix, feature_cell, pam_rows  # noqa: E402
 from pipeline.artifacts import environment, read_jsonl  # noqa: E402
 from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -30,14 +31,16 @@ PAPER_ABLATION = {
 LABELS = {"none": "dilated FCN (no attention)", "pam": "PAM only", "cam": "CAM only", "both": "DANet (PAM + CAM)"}
 
 
+def png_uri(data: bytes) -> str:
+    """PNG bytes as a data URI: the page embeds every figure, so it is one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_uri(figures.png_bytes(fig))
 
 
-def _img(uri: str, alt: str) -> str:
+def html_img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
 
 
@@ -46,22 +49,13 @@ def _palette(k: int) -> np.ndarray:
     return (np.array([cmap(i % cmap.N)[:3] for i in range(k)]) * 255).astype(np.uint8)
 
 
-def colorize(label: np.ndarray, k: int) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8; ignore (255) is black."""
-    out = np.zeros(label.shape + (3,), np.uint8)
-    pal = _palette(k)
-    valid = label < k
-    out[valid] = pal[label[valid]]
-    return out
-
-
 def denormalize(image: torch.Tensor) -> np.ndarray:
-    """Normalised (3, H, W) tensor -> (H, W, 3) float image in [0, 1]."""
+    """Normalised (3, H, W) tensor -> (H, W, 3) uint8 photo."""
     x = image.permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(x, 0, 1)
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-def _table(header, rows) -> str:
+def html_table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -92,48 +86,34 @@ def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, 
 
 @torch.no_grad()
 def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str):
-    """PAM attention rows of chosen query pixels over the image, and the CAM matrix (if the model has CAM)."""
+    """Per image, the PAM attention row of one query pixel over the photo (the row computed at feature
+    resolution, q×N, by :func:`danet.inference.pam_rows`) and its share per class; the CAM matrix
+    averaged over the images, if the model has CAM. Returns (PAM figure URIs, CAM figure URI or
+    None, records, mean CAM matrix or None)."""
     model.eval()
-    head = model.head
     k = dataset.NUM_CLASSES
-    rows, cams, records = [], [], []
+    uris, cams, records = [], [], []
     for i in range(min(n_images, len(dataset))):
         image, label = dataset[i]
-        A = model.features(image[None])                              # (1, C_in, h, w)
-        feat1 = head.conv5a(A)                                       # (1, C_i, h, w)
-        h, w = feat1.shape[2:]
-        S = head.sa.attention(feat1)[0]                              # (N, N)
-        if hasattr(head, "sc"):
-            cams.append(head.sc.attention(head.conv5c(A))[0].numpy())  # (C_i, C_i)
-        H, W = label.shape
-        qy, qx = query_pixels(label.numpy(), synthetic, k)[0]
-        q = min(qy * h // H, h - 1) * w + min(qx * w // W, w - 1)   # the query's feature cell
-        up = F.interpolate(S[q].view(1, 1, h, w), (H, W), mode="bilinear",
-                           align_corners=True)[0, 0].numpy()          # (H, W)
-        rows.append((denormalize(image), up, (qy, qx)))
-        records.append({"image": i, "query_pixel": [qy, qx], "max_attention": float(S[q].max()),
-                        "attention_on_class": _mass_per_class(S[q].view(h, w).numpy(), label.numpy(), k)})
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 1.6 * len(rows) + 0.6), squeeze=False)
-    for r, (img, up, (qy, qx)) in enumerate(rows):
-        axes[r, 0].imshow(img)
-        axes[r, 0].set_title("image (query pixel: white cross)", fontsize=9)
-        axes[r, 1].imshow(img)
-        axes[r, 1].imshow(up, cmap="inferno", alpha=0.65)
-        axes[r, 1].set_title(f"{title}: PAM attention row of the query pixel", fontsize=9)
-        for ax in axes[r]:
-            ax.plot([qx], [qy], marker="+", color="white", markersize=14, mew=2)
-            ax.axis("off")
-    pam_fig = _png(fig)
+        A = model.features(image[None])                               # (1, C_in, h, w)
+        (h, w), (H, W) = A.shape[2:], label.shape
+        queries = query_pixels(label.numpy(), synthetic, k)[:1]
+        cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
+        rows = pam_rows(model, A, cells)                              # (1, h, w)
+        cam = cam_matrix(model, A)                                    # (C_i, C_i) or None
+        if cam is not None:
+            cams.append(cam.numpy())
+        fig = figures.attention_figure(denormalize(image), queries, rows.numpy(), None, model.gammas(),
+                                       title=f"{title}: image {i}, query pixel at the white cross")
+        uris.append(_png(fig))
+        records.append({"image": i, "query_pixel": list(queries[0]), "max_attention": float(rows[0].max()),
+                        "attention_on_class": _mass_per_class(rows[0].numpy(), label.numpy(), k)})
     if not cams:
-        return pam_fig, None, records, None
-    cam = np.mean(cams, axis=0)
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    im = ax.imshow(cam, cmap="viridis")
-    ax.set_title(f"CAM attention (C×C = {cam.shape[0]}×{cam.shape[0]}), mean over {len(cams)} images", fontsize=9)
-    ax.set_xlabel("channel attended to")
-    ax.set_ylabel("channel")
-    fig.colorbar(im, ax=ax)
-    return pam_fig, _png(fig), records, cam
+        return uris, None, records, None
+    cam = np.mean(cams, axis=0)                                       # (C_i, C_i)
+    fig = figures.attention_figure(denormalize(image), [], None, cam, model.gammas(),
+                                   title=f"{title}: CAM matrix, mean over {len(cams)} images")
+    return uris, _png(fig), records, cam
 
 
 def _mass_per_class(row: np.ndarray, label: np.ndarray, k: int) -> dict:
@@ -168,7 +148,7 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
 
     sections = []
     # 1. dataset and configuration
-    sections.append(("Dataset and configuration", _table(["item", "value"], [
+    sections.append(("Dataset and configuration", html_table(["item", "value"], [
         ["dataset", data["dataset"]], ["classes", ", ".join(names)],
         ["train / val images", f"{data['counts']['train']} / {data['counts']['val']}"],
         ["preset", preset.name], ["backbone", f"{preset.backbone}, output stride {preset.output_stride}"
@@ -178,22 +158,23 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
                         f"{preset.momentum}, weight decay {preset.weight_decay}"],
         ["seed", seed]]) + _receptive_field_note(model, data)))
     env = environment()
-    sections.append(("Environment", _table(["item", "value"], [[k_, v] for k_, v in env.items()])))
+    sections.append(("Environment", html_table(["item", "value"], [[k_, v] for k_, v in env.items()])))
 
     # 2. samples with ground truth, FCN vs DANet predictions
     n_show = min(4, len(val), len(preds["both"]))
     fig, axes = plt.subplots(n_show, 4, figsize=(16, 1.5 * n_show + 0.8), squeeze=False)
     for r in range(n_show):
         image, label = val[r]
-        for c, (title, im) in enumerate([("image", denormalize(image)), ("ground truth", colorize(label.numpy(), k)),
-                                         (f"FCN: {LABELS['none']}", colorize(preds["none"][r], k)),
-                                         (f"DANet", colorize(preds["both"][r], k))]):
+        for c, (title, im) in enumerate([("image", denormalize(image)),
+                                         ("ground truth", figures.colorize(label.numpy(), _palette(k))),
+                                         (f"FCN: {LABELS['none']}", figures.colorize(preds["none"][r], _palette(k))),
+                                         ("DANet", figures.colorize(preds["both"][r], _palette(k)))]):
             axes[r, c].imshow(im)
             axes[r, c].set_title(title, fontsize=9)
             axes[r, c].axis("off")
     legend = " ".join(f'<span class="sw" style="background:rgb{tuple(int(v) for v in col)}"></span>{html.escape(n)}'
                       for n, col in zip(names, _palette(k)))
-    sections.append(("Validation images: ground truth, FCN baseline and DANet", _img(_png(fig), "predictions")
+    sections.append(("Validation images: ground truth, FCN baseline and DANet", html_img(_png(fig), "predictions")
                      + f"<p>{legend}</p>"))
 
     # 3. training curves
@@ -210,7 +191,7 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
     axes[1].set_xlabel("iteration")
     axes[1].set_title("learned attention scales of DANet", fontsize=9)
     axes[1].legend(fontsize=8)
-    sections.append(("Training curves", _img(_png(fig), "training curves")))
+    sections.append(("Training curves", html_img(_png(fig), "training curves")))
 
     # 4. metrics, per-class IoU, confusion
     per_class = eval_both["per_class_iou"]
@@ -227,18 +208,18 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
     axes[1].set_ylabel("true")
     axes[1].set_title("confusion matrix (rows normalised)", fontsize=9)
     fig.colorbar(im, ax=axes[1])
-    metrics_html = _table(["metric", "DANet"], [["mIoU", _fmt(eval_both["miou"])],
+    metrics_html = html_table(["metric", "DANet"], [["mIoU", _fmt(eval_both["miou"])],
                                                 ["pixel accuracy", _fmt(eval_both["pixel_accuracy"])]])
-    sections.append(("Final metrics (val)", metrics_html + _img(_png(fig), "per-class IoU and confusion")))
+    sections.append(("Final metrics (val)", metrics_html + html_img(_png(fig), "per-class IoU and confusion")))
 
     # 5. attention: DANet's own PAM, and the PAM-only model's (which must use PAM to solve the task)
     pam_model = trained("pam")
-    pam_fig, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
-    pam_only_fig, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
+    pam_figs, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
+    pam_only_figs, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
     g = {**model.gammas(), "pam_only_gamma": pam_model.gammas()["gamma_pam"]}
 
     def share_table(records):
-        return _table(["image", "query (y, x)", "share of the attention row per class"],
+        return html_table(["image", "query (y, x)", "share of the attention row per class"],
                       [[r["image"], r["query_pixel"],
                         ", ".join(f"{names[int(c)]}: {v:.2f}" for c, v in r["attention_on_class"].items())]
                        for r in records])
@@ -250,9 +231,11 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
                      + "<p>Each row below: the attention of one query pixel (white cross) over all positions — one "
                        "row of S = softmax(BᵀC), upsampled from feature resolution. On the built-in data the query "
                        "sits on a keyed shape; the key that decides its class is at the other end of the image.</p>"
-                     + _img(pam_only_fig, "PAM attention maps, PAM-only model") + share_table(pam_only_records)
-                     + _img(pam_fig, "PAM attention maps, DANet") + share_table(attention_records)
-                     + _img(cam_fig, "CAM matrix")
+                     + "".join(html_img(u, "PAM attention row, PAM-only model") for u in pam_only_figs)
+                     + share_table(pam_only_records)
+                     + "".join(html_img(u, "PAM attention row, DANet") for u in pam_figs)
+                     + share_table(attention_records)
+                     + html_img(cam_fig, "CAM matrix")
                      + f"<p>CAM variant: <b>{cam_variant}</b>. The official code's "
                        "softmax(rowmax(X) − X) equals softmax(−X): each channel attends most to the channels "
                        "least similar to it; the paper's equation softmax(X) is the opposite.</p>"))
@@ -265,7 +248,7 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
                          f"{paper['miou']:.2f}" + (f" ({paper['resnet101']:.2f})" if "resnet101" in paper else ""),
                          _fmt(train_params[a]["train"].get("seconds"), 1)])
     gain = ablation["both"]["miou"] - ablation["none"]["miou"]
-    sections.append(("Ablation", _table(["model", "mIoU (here)", "pixel acc. (here)",
+    sections.append(("Ablation", html_table(["model", "mIoU (here)", "pixel acc. (here)",
                                          "paper mIoU % (Cityscapes val, R-50; R-101)", "train s"], abl_rows)
                      + f"<p>DANet − FCN here: <b>{gain:+.3f}</b> mIoU.</p>"))
 
@@ -277,13 +260,13 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
             par_rows.append([dt, name, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}"])
     sections.append(("NumPy reference vs PyTorch on the trained model",
                      f"<p>{parity['images']} val images, features {parity['feature_shape']}; relative error is "
-                     "max|NumPy − torch| / max|torch|.</p>" + _table(["dtype", "module", "max abs", "max rel"], par_rows)))
+                     "max|NumPy − torch| / max|torch|.</p>" + html_table(["dtype", "module", "max abs", "max rel"], par_rows)))
 
     # 8. timings
     timing_rows = [[LABELS[a], _fmt(train_params[a]["seconds"], 1), _fmt(eval_params[a]["seconds"], 1)]
                    for a in ATTENTIONS]
-    sections.append(("Timings (seconds)", _table(["model", "train task", "evaluation task"], timing_rows)
-                     + _table(["NumPy head", "torch head"], [[parity["float32"]["seconds"]["numpy_head"],
+    sections.append(("Timings (seconds)", html_table(["model", "train task", "evaluation task"], timing_rows)
+                     + html_table(["NumPy head", "torch head"], [[parity["float32"]["seconds"]["numpy_head"],
                                                               parity["float32"]["seconds"]["torch_head"]]])))
 
     summary = {
