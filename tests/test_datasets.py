@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline import datasets
 from pipeline.datasets import (ADE20K, DATASETS, SOURCES, CamVid, Cityscapes, DatasetError, VOC2012,
-                               prepare, read_image, read_label)
+                               VOC2012Aug, prepare, read_image, read_label)
 from pipeline.download import DownloadError
 from tests.test_download import http_server  # noqa: F401  (loopback server fixture)
 
@@ -101,9 +101,9 @@ def raw_label(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- loading and mapping
 
 def test_registry_and_class_attributes():
-    assert DATASETS == {"camvid": CamVid, "voc2012": VOC2012, "cityscapes": Cityscapes,
-                        "ade20k": ADE20K}
-    expected = {CamVid: 11, VOC2012: 21, Cityscapes: 19, ADE20K: 150}
+    assert DATASETS == {"camvid": CamVid, "voc2012": VOC2012, "voc2012aug": VOC2012Aug,
+                        "cityscapes": Cityscapes, "ade20k": ADE20K}
+    expected = {CamVid: 11, VOC2012: 21, VOC2012Aug: 21, Cityscapes: 19, ADE20K: 150}
     for cls, n in expected.items():
         assert cls.NUM_CLASSES == n and len(cls.CLASS_NAMES) == n
         assert len(set(cls.CLASS_NAMES)) == n
@@ -470,8 +470,11 @@ def test_prepare_uses_existing_copy_as_is(sources, tmp_path):
     make_voc(tmp_path)
     make_ade(tmp_path)
     make_cityscapes(tmp_path)
-    for name in DATASETS:
+    for name in set(DATASETS) - {"voc2012aug"}:
         assert prepare(name, tmp_path) == tmp_path
+    # voc2012aug: VOC and SBD already there are converted, nothing is downloaded
+    aug = make_voc_aug_sources(tmp_path / "aug")
+    assert prepare("voc2012aug", aug) == aug and VOC2012Aug.find_root(aug) == aug
 
 
 def test_prepare_errors(tmp_path):
@@ -482,3 +485,206 @@ def test_prepare_errors(tmp_path):
     with pytest.raises(KeyError, match="unknown dataset 'kitti'"):
         prepare("kitti", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- VOC 2012 + SBD (voc2012aug)
+
+# A VOC 2012 tree and an SBD release small enough to apply mmseg's rule by hand:
+#   VOC train {a, b, c}, VOC val {d, e}; SBD train {b, d, f, g}, SBD val {e, h, a}.
+#   trainaug = (VOC train ∪ SBD) − VOC val = {a, b, c, f, g, h}: 6 names
+#   aug      = SBD − VOC train − VOC val   = {f, g, h}:          3 names
+# a and b are in VOC train and SBD with different labels: VOC's must win. d is in SBD train but
+# VOC val: it must not be trained on.
+AUG_IDS = dict(a="2007_000032", b="2007_000039", c="2007_000063", d="2007_000033", e="2007_000042",
+               f="2008_000002", g="2008_000003", h="2008_000007")
+VOC_TRAIN, VOC_VAL, SBD_TRAIN, SBD_VAL = "abc", "de", "bdfg", "eha"
+TRAINAUG, AUG = "abcfgh", "fgh"
+
+
+def voc_label(key: str) -> np.ndarray:
+    return label_with([0, 1 + "abcde".index(key), 255], seed=ord(key))
+
+
+def sbd_label(key: str) -> np.ndarray:
+    return label_with([0, 10 + "abcdefgh".index(key)], seed=100 + ord(key))  # never VOC's
+
+
+def save_sbd_mat(path: Path, segmentation: np.ndarray) -> Path:
+    """One SBD cls/<id>.mat: a struct GTcls with Boundaries (20 sparse maps), Segmentation, CategoriesPresent."""
+    import scipy.io
+    import scipy.sparse
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    boundaries = np.empty((20, 1), dtype=object)
+    for k in range(20):
+        boundaries[k, 0] = scipy.sparse.csc_matrix((segmentation == k + 1).astype(np.float64))
+    present = np.array([[c] for c in np.unique(segmentation) if 0 < c <= 20], dtype=np.uint8)
+    scipy.io.savemat(path, {"GTcls": {"Boundaries": boundaries, "Segmentation": segmentation.astype(np.uint8),
+                                      "CategoriesPresent": present}}, do_compression=True)
+    return path
+
+
+def make_voc_aug_sources(root: Path, voc: bool = True, sbd: bool = True) -> Path:
+    """VOCdevkit/VOC2012 (all 8 JPEGs, VOC labels of a-e, train/val lists) and benchmark_RELEASE/dataset."""
+    ids = AUG_IDS
+    if voc:
+        base = root / "VOCdevkit" / "VOC2012"
+        for i, (key, name) in enumerate(sorted(ids.items())):
+            save(rgb(i), base / "JPEGImages" / f"{name}.jpg")
+            if key in VOC_TRAIN + VOC_VAL:
+                save(voc_label(key), base / "SegmentationClass" / f"{name}.png", palette=True)
+        sets = base / "ImageSets" / "Segmentation"
+        sets.mkdir(parents=True, exist_ok=True)
+        for split, keys in (("train", VOC_TRAIN), ("val", VOC_VAL), ("trainval", VOC_TRAIN + VOC_VAL)):
+            (sets / f"{split}.txt").write_text("".join(f"{ids[k]}\n" for k in keys))
+    if sbd:
+        dataset = root / "benchmark_RELEASE" / "dataset"
+        for i, key in enumerate(sorted(set(SBD_TRAIN + SBD_VAL))):
+            save_sbd_mat(dataset / "cls" / f"{ids[key]}.mat", sbd_label(key))
+            save(rgb("abcdefgh".index(key)), dataset / "img" / f"{ids[key]}.jpg")
+        for split, keys in (("train", SBD_TRAIN), ("val", SBD_VAL)):
+            (dataset / f"{split}.txt").write_text("".join(f"{ids[k]}\n" for k in keys))
+    return root
+
+
+def names(keys: str) -> list[str]:
+    return [AUG_IDS[k] for k in keys]
+
+
+def leftovers(root: Path) -> list[str]:
+    """Half-written things: SegmentationClassAug, the two lists, temporary files or folders."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    found = [p for p in (voc / "SegmentationClassAug", voc / "ImageSets/Segmentation/aug.txt",
+                         voc / "ImageSets/Segmentation/trainaug.txt") if p.exists()]
+    return [str(p) for p in found] + [str(p) for p in root.rglob("*") if ".tmp" in p.name]
+
+
+def test_voc2012aug_train_aug_rule_and_label_sources(tmp_path):
+    root = prepare("voc2012aug", make_voc_aug_sources(tmp_path), download=False, progress=False)
+    sets = root / "VOCdevkit/VOC2012/ImageSets/Segmentation"
+    assert (sets / "trainaug.txt").read_text().split() == sorted(names(TRAINAUG))  # 6, by hand
+    assert (sets / "aug.txt").read_text().split() == sorted(names(AUG))  # 3, by hand
+    converted = sorted((root / "VOCdevkit/VOC2012/SegmentationClassAug").iterdir())
+    assert [p.stem for p in converted] == sorted(set(names(SBD_TRAIN + SBD_VAL)))  # every .mat, as mmseg does
+    for path in converted:
+        key = next(k for k, v in AUG_IDS.items() if v == path.stem)
+        with Image.open(path) as img:
+            assert img.mode == "L"
+            np.testing.assert_array_equal(np.asarray(img), sbd_label(key))
+
+    train = VOC2012Aug(root, "train")
+    assert len(train) == 6 and train.verify() == 6
+    by_name = {image.stem: (label.parent.name, label) for image, label in train.samples}
+    assert sorted(by_name) == sorted(names(TRAINAUG))
+    for key in TRAINAUG:  # VOC train keeps VOC's labels (a, b are in SBD too), the rest SBD's
+        folder, label_path = by_name[AUG_IDS[key]]
+        expected = voc_label(key) if key in VOC_TRAIN else sbd_label(key)
+        assert folder == ("SegmentationClass" if key in VOC_TRAIN else "SegmentationClassAug")
+        np.testing.assert_array_equal(train.map_label(read_label(label_path)), expected)
+    image, label = train[list(by_name).index(AUG_IDS["f"])]
+    assert image.shape == (3, H, W) and label.dtype == torch.int64
+    np.testing.assert_array_equal(label.numpy(), sbd_label("f"))
+
+    val = VOC2012Aug(root, "val")
+    assert [image.stem for image, _ in val.samples] == names(VOC_VAL) and val.verify() == 2
+    assert {label.parent.name for _, label in val.samples} == {"SegmentationClass"}
+    assert not set(names(VOC_VAL)) & set(by_name)  # d is in SBD train, yet never trained on
+
+
+def test_trainaug_lists_rule():
+    from pipeline.datasets import trainaug_lists
+
+    trainaug, aug = trainaug_lists(names(VOC_TRAIN), names(VOC_VAL), names(SBD_TRAIN), names(SBD_VAL))
+    assert (trainaug, aug) == (sorted(names(TRAINAUG)), sorted(names(AUG)))
+    assert len(trainaug) == len(names(VOC_TRAIN)) + len(aug)  # trainaug = VOC train + aug, disjoint
+
+
+def test_prepare_voc2012aug_downloads_both_archives(http_server, sources, tmp_path):  # noqa: F811
+    staging = make_voc_aug_sources(tmp_path / "staging")
+    voc_tar = tar_bytes_of(staging, "VOCdevkit")
+    sbd_tgz = tar_bytes_of(staging, "benchmark_RELEASE", gzip=True)
+    http_server.files.update({"/voc.tar": voc_tar, "/benchmark.tgz": sbd_tgz})
+    sources["voc2012"].update(url=http_server.url("/voc.tar"), md5=hashlib.md5(voc_tar).hexdigest())
+    sources["sbd"].update(url=http_server.url("/benchmark.tgz"), md5="0" * 32)
+    data_root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="md5 checksum mismatch.*benchmark.tgz"):
+        prepare("voc2012aug", data_root, progress=False)
+    assert leftovers(data_root) == [] and not (data_root / "benchmark_RELEASE").exists()
+
+    sources["sbd"]["md5"] = hashlib.md5(sbd_tgz).hexdigest()
+    root = prepare("voc2012aug", data_root, progress=False)
+    assert root == data_root
+    assert (data_root / "downloads" / "benchmark.tgz").read_bytes() == sbd_tgz
+    assert (data_root / "downloads" / "VOCtrainval_11-May-2012.tar").read_bytes() == voc_tar
+    assert VOC2012Aug(root, "train").verify() == 6 and VOC2012Aug(root, "val").verify() == 2
+    requests = len(http_server.requests)
+    assert prepare("voc2012aug", data_root) == data_root and len(http_server.requests) == requests
+    from pipeline import build
+
+    build.check_data_root("voc2012aug", str(root))  # a prepared copy is accepted as --data-root
+    assert build.dataset_class("voc2012aug") is VOC2012Aug
+
+
+def tar_bytes_of(source_root: Path, top: str, gzip: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as tar:
+        tar.add(source_root / top, arcname=top)
+    return buffer.getvalue()
+
+
+def test_voc2012aug_without_sbd_is_refused_naming_it(sources, tmp_path):
+    root = make_voc_aug_sources(tmp_path, sbd=False)
+    with pytest.raises(DatasetError) as info:
+        prepare("voc2012aug", root, download=False)
+    message = str(info.value)
+    for part in (f"no voc2012aug data in {root}", "SBD (expected at", str(root / "benchmark_RELEASE" / "dataset"),
+                 SOURCES["sbd"]["url"], "SegmentationClassAug"):
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "VOC 2012 (expected" not in message  # VOC is there
+    assert leftovers(root) == []
+    with pytest.raises(DatasetError, match=f"split file {root / 'VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt'} "
+                                           "does not exist"):
+        VOC2012Aug(root, "train")
+    from pipeline import build
+
+    with pytest.raises(ValueError, match="(?s)holds no voc2012aug data; expected under it\n.*SegmentationClassAug"):
+        build.check_data_root("voc2012aug", str(root))
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("truncate", "SBD label {path} is unreadable or truncated"),
+    ("garbage", "SBD label {path} is unreadable or truncated"),
+    ("no_gtcls", "SBD label {path} is not SBD's structure: expected a struct GTcls with a field "
+                 "Segmentation, found variables \\['Segmentation'\\]"),
+    ("bad_values", "SBD label {path} has values \\[21, 200\\] outside the VOC classes 0-20"),
+    ("missing", "SBD lists 1 image\\(s\\) with no label in .*cls, e.g. {name}.mat"),
+])
+def test_voc2012aug_bad_sbd_label_is_named_and_nothing_is_left(tmp_path, damage, match):
+    import scipy.io
+
+    root = make_voc_aug_sources(tmp_path)
+    path = root / "benchmark_RELEASE" / "dataset" / "cls" / f"{AUG_IDS['g']}.mat"
+    if damage == "truncate":
+        truncate(path)
+    elif damage == "garbage":
+        path.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 40)
+    elif damage == "no_gtcls":
+        scipy.io.savemat(path, {"Segmentation": sbd_label("g")})
+    elif damage == "bad_values":
+        save_sbd_mat(path, label_with([0, 21, 200]))
+    else:
+        path.unlink()
+    with pytest.raises(DatasetError, match=match.format(path=path, name=AUG_IDS["g"])):
+        prepare("voc2012aug", root, download=False, progress=False)
+    assert leftovers(root) == []
+
+
+def test_voc2012aug_takes_no_single_sha256(tmp_path):
+    with pytest.raises(ValueError, match="two archives.*SOURCES\\['voc2012'\\] and SOURCES\\['sbd'\\]"):
+        prepare("voc2012aug", make_voc_aug_sources(tmp_path), sha256="0" * 64)
+
+
+def test_sbd_source_is_the_berkeley_archive_torchvision_pins():
+    assert SOURCES["sbd"] == {
+        "url": "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+        "filename": "benchmark.tgz", "md5": "82b4d87ceb2ed10f6038a1cba92111cb", "sha1": None, "sha256": None}
