@@ -517,10 +517,10 @@ class Cityscapes(SegmentationDataset):
     The ``test`` split has images but no public labels: cityscapesScripts' README says of it
     "used for testing on our evaluation server. The annotations are not public, but we include
     annotations of ego-vehicle and rectification border for convenience"
-    (https://github.com/mcordts/cityscapesScripts). Those are label IDs 0-3, all of train ID 255
-    in ``helpers/labels.py``, so every pixel of a test label maps to ignore. Scoring it is refused
-    (``UNLABELLED_SPLITS``); evaluate on ``val``, or submit test predictions (in label IDs) to
-    the benchmark server.
+    (https://github.com/mcordts/cityscapesScripts). Ego vehicle (ID 1), rectification border (2) and
+    the unlabeled rest (0) are void classes of train ID 255 in its ``helpers/labels.py``, so every
+    pixel of a test label maps to ignore. Scoring it is refused (``UNLABELLED_SPLITS``): evaluate
+    on ``val``, or submit test predictions (in label IDs) to the benchmark server.
     """
 
     NUM_CLASSES = 19
@@ -634,8 +634,8 @@ SOURCES = {
         "md5": "82b4d87ceb2ed10f6038a1cba92111cb", "sha1": None, "sha256": None,
     },
     # SHA-1 as the DANet authors' own download script pins it (junfu1115/DANet,
-    # scripts/prepare_ade20k.py, from PyTorch-Encoding), the same in gluon-cv's
-    # scripts/datasets/ade20k.py. MIT publishes no checksum of its own for this file.
+    # scripts/prepare_ade20k.py, which runs on their copy of PyTorch-Encoding); gluon-cv's
+    # scripts/datasets/ade20k.py pins the same. MIT's devkit (CSAILVision/sceneparsing) gives none.
     "ade20k": {
         "url": "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
         "filename": "ADEChallengeData2016.zip",

@@ -189,8 +189,9 @@ def test_cityscapes_missing_root_says_login_needed(tmp_path):
 
 
 def test_cityscapes_test_split_is_refused_by_evaluate_with_the_reason(tmp_path):
-    """Cityscapes test labels carry only IDs 0-3 (unlabeled, ego vehicle, rectification border,
-    out of roi): all ignore. Loading works (for predictions); scoring is refused; val unchanged."""
+    """Cityscapes test labels carry only void IDs (0 unlabeled, 1 ego vehicle, 2 rectification
+    border; 3 out of roi here too): all ignore. Loading works (for predictions); scoring is
+    refused; val unchanged."""
     from danet import DANet
     from pipeline.evaluate import evaluate
     from pipeline.presets import PRESETS
