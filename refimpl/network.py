@@ -122,11 +122,9 @@ def danet_forward(image, weights: Mapping[str, np.ndarray], *, backbone: str | N
                                    reduction), where=f"{where} weights")
 
     size = image.shape[2:]
-    A = resnet(image, sub_weights(weights, "pretrained"), output_stride=output_stride,
-               multi_grid=multi_grid, dilated=dilated, return_stages=return_stages)  # (B, C_in, H, W)
-    stages = {}
-    if return_stages:
-        A, stages = A
+    out = resnet(image, sub_weights(weights, "pretrained"), output_stride=output_stride,
+                 multi_grid=multi_grid, dilated=dilated, return_stages=return_stages)
+    A, stages = out if return_stages else (out, {})                                # A (B, C_in, H, W)
     *lowres, head_mids = danet_head(A, sub_weights(weights, "head"), cam_variant=cam_variant,
                                     return_intermediates=True)                      # each (B, K, H, W)
     outputs = tuple(interpolate_bilinear(o, size, align_corners=align_corners) for o in lowres)  # (B, K, H0, W0)
