@@ -64,7 +64,7 @@ PRESETS = {
                          iterations=89_000, batch_size=8, crop_size=768, scale_range=(0.75, 2.0), lr=0.003,
                          checkpoint_every=2000, log_every=20, num_workers=8, sync_bn=True,
                          eval_mode="sliding", eval_crop=768, eval_stride=512, eval_flip=True),
-    "voc": Preset(name="voc", dataset="voc2012", backbone="resnet101", multi_grid=(4, 8, 16),
+    "voc": Preset(name="voc", dataset="voc2012aug", backbone="resnet101", multi_grid=(4, 8, 16),
                   iterations=30_000, batch_size=8, crop_size=512, scale_range=(0.75, 2.0), lr=0.003,
                   checkpoint_every=2000, log_every=20, num_workers=8, sync_bn=True,
                   eval_mode="sliding", eval_crop=512, eval_stride=341, eval_flip=True),

@@ -82,7 +82,7 @@ def exclusive(run):
 
 
 class _Base(luigi.Task):
-    dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | cityscapes | ade20k")
+    dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | voc2012aug | cityscapes | ade20k")
     preset = luigi.Parameter(default="cpu", description="cpu | tutorial | smoke | cityscapes | voc")
     overrides = luigi.DictParameter(default={}, description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
     preset_file = luigi.Parameter(default="", description="a TOML file of preset fields (and base = <preset>)")
