@@ -121,10 +121,11 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
 
     Writes ``out_dir/ckpt_XXXXXX.pt`` every ``preset.checkpoint_every`` iterations (the two newest
     are kept), ``out_dir/metrics.jsonl`` (one JSON line per ``log_every`` iterations), TensorBoard
-    event files under ``out_dir/tensorboard`` and returns a summary. After a few warm-up iterations
-    it prints an estimate of the whole run's duration. ``on_progress(iteration, total, loss, eta_s)``
-    is called at every log step (the Luigi task reports it to the scheduler). ``stop_after`` ends
-    early after that many iterations (for tests of resumption).
+    event files under ``out_dir/tensorboard`` and returns a summary. With ``progress``, after a
+    few warm-up iterations it prints an estimate of the whole run's duration beside the progress
+    bar. ``on_progress(iteration, total, loss, eta_s)`` is called at every log step (the Luigi
+    task reports it to the scheduler). ``stop_after`` ends early after that many iterations (for
+    tests of resumption).
     With an initialised process group it trains data-parallel (module docstring); ``model`` stays
     the unwrapped module and is updated in place.
     """
@@ -211,7 +212,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             seconds = seconds_before + time.perf_counter() - t0
             if it - start == WARMUP:
                 t_warm = time.perf_counter()
-            elif it - start == 2 * WARMUP and rank == 0:
+            elif it - start == 2 * WARMUP and rank == 0 and progress:  # shown with the progress bar
                 _announce_duration(preset, total - start, (time.perf_counter() - t_warm) / WARMUP)
             if rank == 0 and (it % preset.log_every == 0 or it == total):
                 record = {"iteration": it, "loss": loss_value, "loss_terms": terms,

@@ -54,18 +54,19 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     return e
 
 
-def _check_features(A, where: str) -> tuple[int, int, int, int]:
+def _check_features(A, where: str, finite: bool = True) -> tuple[int, int, int, int]:
     """Validate a feature map A of shape (B, C, H, W) and return its shape.
 
     A NaN or inf in A is refused rather than propagated: through the softmax one bad position
     turns every output position into NaN, and a reference must say where a result went wrong.
+    ``finite=False`` skips that full pass (convolutions inside the network check type and shape only).
     """
     if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
         raise TypeError(f"{where}: x must be a floating-point numpy array, got {type(A).__name__}"
                         + (f" of dtype {A.dtype}" if isinstance(A, np.ndarray) else ""))
     if A.ndim != 4:
         raise ValueError(f"{where}: x must have shape (B, C, H, W), got {A.ndim} dimensions {A.shape}")
-    bad = A.size - np.count_nonzero(np.isfinite(A))
+    bad = A.size - np.count_nonzero(np.isfinite(A)) if finite else 0
     if bad:
         raise ValueError(f"{where}: x holds {bad} non-finite values (NaN or inf) out of {A.size}")
     return A.shape

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from refimpl.attention import CAM_VARIANTS, channel_attention, pam_weight_shapes, position_attention
+from refimpl.attention import CAM_VARIANTS, _check_features, channel_attention, pam_weight_shapes, position_attention
 from refimpl.weights import WeightError, check_weights
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
@@ -49,8 +49,12 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
     -------
     ndarray (B, C_out, H_out, W_out), x's dtype, with H_out = (H + 2 pad - d (kh - 1) - 1) // s + 1.
     """
-    nb, C_in, H, W = x.shape
+    nb, C_in, H, W = _check_features(x, "conv2d", finite=False)
+    if not isinstance(weight, np.ndarray) or weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must have shape (C_out, C_in, kh, kw), got {np.shape(weight)}")
     C_out, C_w, kh, kw = weight.shape
+    if bias is not None and np.shape(bias) != (C_out,):
+        raise ValueError(f"conv2d: bias must have shape ({C_out},), got {np.shape(bias)}")
     if C_w != C_in:
         raise ValueError(f"conv2d: weight {weight.shape} does not fit input {x.shape} "
                          f"({C_w} input channels, expected {C_in})")
@@ -91,6 +95,10 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
 
 def batch_norm(x, weight, bias, running_mean, running_var, eps: float = BN_EPS) -> np.ndarray:
     """BatchNorm at inference: :math:`y = (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} \\cdot w + b`, per channel."""
+    C = _check_features(x, "batch_norm", finite=False)[1]
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if np.shape(v) != (C,):
+            raise ValueError(f"batch_norm: {name} must have shape ({C},), got {np.shape(v)}")
     dt = x.dtype
     scale = weight.astype(dt) / np.sqrt(running_var.astype(dt) + dt.type(eps))  # (C,)
     shift = bias.astype(dt) - running_mean.astype(dt) * scale                   # (C,)
@@ -155,9 +163,7 @@ def danet_head(x, weights: Mapping[str, np.ndarray], *, cam_variant: str = "offi
     (fused, pam, cam) : three ndarrays (B, num_classes, H, W) of x's dtype; then the dict if asked.
     """
     where = "danet_head"
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        raise ValueError(f"{where}: x must be a numpy array of shape (B, C, H, W), got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
+    _check_features(x, where)
     if cam_variant not in CAM_VARIANTS:
         raise ValueError(f"{where}: cam_variant must be one of {CAM_VARIANTS}, got {cam_variant!r}")
     for key in ("conv6.1.weight", "sa.query_conv.weight"):  # they fix num_classes and C'

@@ -121,7 +121,11 @@ def test_non_finite_loss_stops_with_the_iteration(tiny_data, tmp_path):
 
 def test_duration_estimate_progress_callback_and_tensorboard(tiny_data, tmp_path, capsys):
     calls = []
-    _train(tiny_data, tmp_path / "run", on_progress=lambda *a: calls.append(a))
+    _train(tiny_data, tmp_path / "quiet", on_progress=lambda *a: None)
+    assert "s/it (measured)" not in capsys.readouterr().err, "progress=False prints nothing"
+    torch.manual_seed(0)
+    train(DANet(4, "tiny"), tiny_data, dataclasses.replace(PRESETS["smoke"], iterations=6, checkpoint_every=2),
+          str(tmp_path / "run"), progress=True, on_progress=lambda *a: calls.append(a))
     err = capsys.readouterr().err
     assert "training smoke: 6 iterations at" in err and "s/it (measured) -> about" in err
     assert [c[0] for c in calls] == list(range(1, 7)) and all(c[1] == 6 for c in calls)   # log_every 1
