@@ -93,31 +93,41 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--check-backbone", default=None, help="backbone of the check (default: resnet50)")
+    parser.add_argument("--check-size", default=None, help="HxW of the check image (default: 512x512)")
+    parser.add_argument("--skip-predict", action="store_true", help="only the check")
     args = parser.parse_args(argv)
     from PIL import Image
 
     backbone, (H, W), side = ("tiny", (128, 256), 64) if args.quick else ("resnet50", (1024, 2048), 512)
-    result = {"backbone": backbone, "predict_image": [H, W], "check_image": [side, side]}
+    check_backbone = args.check_backbone or backbone
+    ch, cw = map(int, args.check_size.split("x")) if args.check_size else (side, side)
+    result = {"backbone": backbone, "predict_image": [H, W], "check_backbone": check_backbone, "check_image": [ch, cw]}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, f"danet_{backbone}.pt")
-        subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, ckpt, backbone], cwd=ROOT, check=True)
+        check_ckpt = os.path.join(tmp, f"danet_{check_backbone}.pt")
+        for name in {backbone, check_backbone}:
+            subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, os.path.join(tmp, f"danet_{name}.pt"), name],
+                           cwd=ROOT, check=True)
         Image.fromarray(scene(H, W)).save(os.path.join(tmp, "city.png"))
-        Image.fromarray(scene(side, side)).save(os.path.join(tmp, "square.png"))
+        Image.fromarray(scene(ch, cw)).save(os.path.join(tmp, "square.png"))
 
         out = os.path.join(tmp, "out")
-        predict = run_cli(["predict", os.path.join(tmp, "city.png"), "--checkpoint", ckpt, "--out", out,
-                           "--classes", "cityscapes"])
-        expected = {"predictions.json"} | {f"city_{k}.png" for k in ("segmentation", "overlay", "attention")}
-        written = sorted(os.listdir(out))
-        result["predict"] = {"peak_rss_gib": predict["peak_rss_gib"], "seconds": predict["seconds"],
-                             "outputs": written, "all_written": set(written) == expected and predict["status"] == 0,
-                             "within_4_gib": predict["peak_rss_gib"] <= 4.0}
-        print(f"predict {H}×{W}, {backbone}: peak RSS {predict['peak_rss_gib']:.2f} GiB (bar 4 GiB), "
-              f"{predict['seconds']:.0f} s, outputs {written}")
+        if not args.skip_predict:
+            predict = run_cli(["predict", os.path.join(tmp, "city.png"), "--checkpoint", ckpt, "--out", out,
+                               "--classes", "cityscapes"])
+            expected = {"predictions.json"} | {f"city_{k}.png" for k in ("segmentation", "overlay", "attention")}
+            written = sorted(os.listdir(out))
+            result["predict"] = {"peak_rss_gib": predict["peak_rss_gib"], "seconds": predict["seconds"],
+                                 "outputs": written,
+                                 "all_written": set(written) == expected and predict["status"] == 0,
+                                 "within_4_gib": predict["peak_rss_gib"] <= 4.0}
+            print(f"predict {H}×{W}, {backbone}: peak RSS {predict['peak_rss_gib']:.2f} GiB (bar 4 GiB), "
+                  f"{predict['seconds']:.0f} s, outputs {written}")
 
         for dtype, bar in (("float64", 1e-10), ("float32", 1e-4)):
             report = os.path.join(tmp, f"check_{dtype}.json")
-            run = run_cli(["check", os.path.join(tmp, "square.png"), "--checkpoint", ckpt, "--dtype", dtype,
+            run = run_cli(["check", os.path.join(tmp, "square.png"), "--checkpoint", check_ckpt, "--dtype", dtype,
                            "--json", report])
             with open(report) as f:
                 check = json.load(f)
@@ -125,8 +135,8 @@ def main(argv=None) -> dict:
                 "overall_max_rel_error": check["overall_max_rel_error"], "bar": bar,
                 "within_bar": check["overall_max_rel_error"] <= bar, "seconds": check["seconds"],
                 "peak_rss_gib": run["peak_rss_gib"], "process_seconds": run["seconds"],
-                "worst_stage": max(check["stages"], key=check["stages"].get)}
-            print(f"check {side}×{side} {dtype}: overall max rel error {check['overall_max_rel_error']:.3e} "
+                "worst_stage": max(check["stages"], key=check["stages"].get), "stages": check["stages"]}
+            print(f"check {ch}×{cw} {check_backbone} {dtype}: overall max rel error {check['overall_max_rel_error']:.3e} "
                   f"(bar {bar:.0e}, worst stage {result[f'check_{dtype}']['worst_stage']}), NumPy "
                   f"{check['seconds']['numpy']:.1f} s, PyTorch {check['seconds']['torch']:.1f} s, "
                   f"peak RSS {run['peak_rss_gib']:.2f} GiB")
