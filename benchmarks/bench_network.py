@@ -40,25 +40,9 @@ BAR_TIME_RATIO = 3.0     # NumPy time <= 3 x torch's
 BAR_PEAK_RSS = 6 * GIB   # NumPy process peak RSS at 512 x 512, ResNet-50
 
 
-def _status_bytes() -> dict:
-    """VmRSS and VmHWM of this process in bytes (the kernel reports kB)."""
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value, _ = line.split()
-                out[key[:-1]] = int(value) * 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+# one reader of /proc/self for both memory benchmarks (this script runs as ``python benchmarks/...``,
+# so its own folder is on sys.path); bench_pam_memory imports neither numpy nor torch at load
+from bench_pam_memory import _reset_peak, _status_bytes  # noqa: E402
 
 
 # ---------------------------------------------------------------- the NumPy side, in its own process
