@@ -265,6 +265,18 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
     return model.eval(), info
 
 
+def backbone_of(path: str) -> str:
+    """The :data:`danet.backbone.ARCHS` name of a torchvision ResNet file (``resnet18``…``resnet101``),
+    read from its weights as :func:`load_checkpoint` reads them; a file that is not one is refused by name."""
+    where = f"pretrained_backbone '{path}'"
+    state, container, _, _ = _read(path, where)
+    if _detect(state, container) != "torchvision":
+        raise ValueError(f"{where}: not a torchvision ResNet state_dict: expected {_EXPECTED_KEYS['torchvision']}, "
+                         f"found top-level prefixes {_prefixes(state)}")
+    state = {"pretrained." + k: v for k, v in state.items() if not k.startswith("fc.")}
+    return _infer(state, "torchvision", where)[0]["backbone"]
+
+
 def _to_danet_names(state: dict, fmt: str, drop_aux: bool) -> tuple[dict, list]:
     """The file's state under DANet's names, and the file's keys left out (named as in the file)."""
     ignored = []

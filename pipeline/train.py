@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path
-from pipeline.datasets import IGNORE_INDEX, RandomScaleCropFlip
+from pipeline.datasets import IGNORE_INDEX, RandomScaleCropFlip, read_label
 
 
 def batch_plan(n: int, batch_size: int, seed: int, start: int, stop: int):
@@ -58,12 +58,40 @@ def make_optimizer(model, preset):
                            lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
 
 
-def segmentation_loss(outputs, target):
-    """Sum of the cross-entropies of every output (1:1:1 for DANet's fused, pam, cam)."""
+def segmentation_loss(outputs, target, weight=None):
+    """Sum of the cross-entropies of every output (1:1:1 for DANet's fused, pam, cam).
+
+    Each term is Σ_i w[y_i]·(−log p_i[y_i]) / Σ_i w[y_i] over the labelled pixels i, with the class
+    weights w of :func:`class_weights` (all 1 when ``weight`` is None: the plain mean).
+    """
     # 16-bit logits (autocast) are upcast; float32 and float64 models keep their own precision
     terms = [F.cross_entropy(o.float() if o.dtype in (torch.float16, torch.bfloat16) else o, target,
+                             weight=None if weight is None else weight.to(o.device, torch.float32 if o.dtype in
+                                                                          (torch.float16, torch.bfloat16) else o.dtype),
                              ignore_index=IGNORE_INDEX) for o in outputs]
     return sum(terms), [float(t.detach()) for t in terms]
+
+
+def class_weights(dataset, power: float) -> np.ndarray:
+    """Median-frequency class balancing (Eigen & Fergus 2015; SegNet's on CamVid), tempered by ``power``.
+
+    f_k = (pixels of class k) / (pixels of the images that contain k), over ``dataset``'s labels;
+    w_k = (median_k f_k / f_k) ** power. ``power`` 1 is the published rule, 0 gives all ones. A class
+    absent from every label gets weight 0 (it never enters the loss anyway).
+    """
+    K = dataset.NUM_CLASSES
+    pixels, present_in = np.zeros(K), np.zeros(K)
+    for _, label_path in dataset.samples:
+        label = dataset.map_label(read_label(label_path))                  # (H, W), 255 = ignore
+        counts = np.bincount(label[label != IGNORE_INDEX].ravel(), minlength=K)[:K]
+        pixels += counts
+        present_in += (counts > 0) * label.size
+    seen = pixels > 0
+    if not seen.any():
+        raise ValueError(f"class_weights: no labelled pixel in {type(dataset).__name__} split "
+                         f"{getattr(dataset, 'split', '?')!r}")
+    f = np.where(seen, pixels / np.maximum(present_in, 1), np.nan)
+    return np.where(seen, (np.nanmedian(f) / f) ** power, 0.0)
 
 
 def latest_checkpoint(out_dir: str):
@@ -95,13 +123,15 @@ def _resume_point(out_dir, rank, world):
     return path, state
 
 
-def _global_loss(outputs, loss, terms, labels):
+def _global_loss(outputs, loss, terms, labels, weight=None):
     """Under DDP (gradients averaged over ranks): the loss this rank backpropagates, and the global
-    batch's loss and terms. Every term is a mean over labelled pixels and ranks can hold different
-    numbers of them, so each rank's loss is scaled by world · (its pixels / all pixels): the averaged
-    gradient is then that of the single-process loss over the whole global batch."""
+    batch's loss and terms. Every term is a (weighted) mean over labelled pixels and ranks can hold
+    different numbers of them, so each rank's loss is scaled by world · (its pixels' weight / all
+    pixels' weight): the averaged gradient is then that of the single-process loss over the whole
+    global batch. Without class weights a pixel's weight is 1."""
     world = torch.distributed.get_world_size()
-    valid = int((labels != IGNORE_INDEX).sum())
+    kept = labels[labels != IGNORE_INDEX]
+    valid = float(kept.numel() if weight is None else weight.to(kept.device, torch.float64)[kept].sum())
     stats = torch.tensor([valid] + [t * valid if valid else 0.0 for t in terms], dtype=torch.float64,
                          device=labels.device)
     torch.distributed.all_reduce(stats)
@@ -174,6 +204,9 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     view.transform = RandomScaleCropFlip(preset.crop_size, preset.scale_range, preset.flip)
     share = preset.batch_size // world  # rank r: samples [r·share, (r+1)·share) of each global batch
     plan = [b[rank * share:(rank + 1) * share] for b in batch_plan(len(train_set), preset.batch_size, seed, start, stop)]
+    weight = None  # class weights of the loss (preset.class_balance), from the training labels
+    if preset.class_balance:
+        weight = torch.as_tensor(class_weights(train_set, preset.class_balance), dtype=torch.float64)
     loader = DataLoader(view, batch_sampler=plan,
                         num_workers=preset.num_workers, pin_memory=device.startswith("cuda"),
                         # its own generator: creating the iterator must not draw from the global RNG
@@ -193,9 +226,9 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
                 outputs = net(images)
-            loss, terms = segmentation_loss(outputs, labels)
+            loss, terms = segmentation_loss(outputs, labels, weight)
             if world > 1:
-                loss, loss_value, terms = _global_loss(outputs, loss, terms, labels)
+                loss, loss_value, terms = _global_loss(outputs, loss, terms, labels, weight)
             else:
                 loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -232,7 +265,8 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
         torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
             "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "world_size": world, **model.gammas()}
+            "world_size": world, **model.gammas(),
+            "class_weights": None if weight is None else [round(float(w), 6) for w in weight]}
 
 
 WARMUP = 3  # iterations before timing starts, and timed, for the duration estimate

@@ -107,3 +107,102 @@ def test_params_json_records_the_effective_preset(tmp_path):
         assert record["params"]["overrides"] == {"iterations": 2, "log_every": 1}
     finally:
         config.set("pipeline", "root", "artifacts")
+
+
+def _torchvision_file(path, arch):
+    """A torchvision-layout ResNet state_dict (random weights, an ImageNet ``fc``) of danet's ``arch``."""
+    import torch
+
+    from danet.backbone import ResNet
+
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in ResNet(arch).state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512 if arch != "tiny" else 128)
+    torch.save(state, path)
+    return state
+
+
+def test_the_camvid_preset_uses_imagenet_weights_when_given_them(tmp_path):
+    import torch
+
+    from pipeline.build import build_model
+
+    assert PRESETS["camvid"].backbone == "tiny" and PRESETS["camvid"].pretrained_backbone is None
+    state = _torchvision_file(tmp_path / "resnet18.pth", "resnet18")
+    p = resolve("camvid", {"pretrained_backbone": str(tmp_path / "resnet18.pth")})
+    assert p.backbone == "resnet18"                    # tiny has no ImageNet weights: the file's ResNet is used
+    assert p.as_dict() == {**PRESETS["camvid"].as_dict(), "backbone": "resnet18",
+                           "pretrained_backbone": str(tmp_path / "resnet18.pth")}   # nothing else changed
+    assert preset_key(p) != preset_key(PRESETS["camvid"])
+    model = build_model(p, 11, "both", "official")
+    for name in ("conv1.weight", "layer3.1.conv2.weight", "layer4.1.bn2.running_var"):
+        torch.testing.assert_close(model.pretrained.state_dict()[name], state[name])
+    # the same file through a preset file, and a tiny file keeps tiny
+    f = tmp_path / "mine.toml"
+    f.write_text(f'base = "camvid"\npretrained_backbone = "{tmp_path / "resnet18.pth"}"\n')
+    assert resolve("cpu", preset_file=str(f)).backbone == "resnet18"
+    _torchvision_file(tmp_path / "tiny.pth", "tiny")
+    assert resolve("camvid", {"pretrained_backbone": str(tmp_path / "tiny.pth")}).backbone == "tiny"
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"backbone": "resnet50", "pretrained_backbone": "{d}/resnet18.pth"}, "holds a resnet18 but the backbone is 'resnet50'"),
+    ({"pretrained_backbone": "{d}/nope.pth"}, "nope.pth.*no such file"),
+    ({"pretrained_backbone": "{d}/model.pt"}, "model.pt.*not a torchvision ResNet"),
+    ({"pretrained_backbone": "https://example.org/r18.pth"}, "is a URL; name its backbone"),
+])
+def test_a_pretrained_backbone_that_does_not_fit_is_refused_by_name(tmp_path, overrides, match):
+    import torch
+
+    _torchvision_file(tmp_path / "resnet18.pth", "resnet18")
+    torch.save({"pretrained.conv1.weight": torch.zeros(1), "head.x": torch.zeros(1)}, tmp_path / "model.pt")
+    overrides = {k: v.format(d=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
+    with pytest.raises(ValueError, match=match):
+        resolve("camvid", overrides)
+
+
+def _full_size_camvid(root, n_train=2, n_val=1):
+    """CamVid's layout at its real size (360 x 480, 11 classes + void 11), random pixels."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        lines = []
+        for i in range(n):
+            name = f"0016E5_{i:05d}.png"
+            for folder, array in ((split, rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)),
+                                  (f"{split}annot", rng.integers(0, 12, (360, 480), dtype=np.uint8))):
+                (root / "CamVid" / folder).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / "CamVid" / folder / name)
+            lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
+        (root / "CamVid" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_the_camvid_preset_runs_on_full_size_camvid(tmp_path):
+    """The preset as built in (crops, scales, class balance, evaluation scale) on 360 x 480 images in
+    CamVid's layout, shortened to two iterations: trained, evaluated at full label resolution."""
+    import luigi
+
+    from pipeline.tasks import Evaluation
+
+    data = _full_size_camvid(tmp_path / "camvid")
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path / "art"))
+    config.set("pipeline", "progress", "false")
+    short = {"iterations": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}
+    try:
+        task = Evaluation(dataset="camvid", data_root=str(data), preset="camvid", overrides=short, attention="both")
+        assert luigi.build([task], local_scheduler=True)
+        result = json.loads(Path(task.output().path).read_text())
+        record = json.loads(Path(task.requires()["model"].output().path).read_text())
+    finally:
+        config.set("pipeline", "root", "artifacts")
+    assert record["preset"] == {**json.loads(json.dumps(PRESETS["camvid"].as_dict())), **short}
+    weights = record["train"]["class_weights"]
+    assert (weights is not None) == (PRESETS["camvid"].class_balance > 0)
+    assert result["num_images"] == 1 and len(result["per_class_iou"]) == 11
+    from pipeline.datasets import read_label
+
+    label = read_label(data / "CamVid" / "valannot" / "0016E5_00000.png")       # (360, 480), void = 11
+    assert sum(map(sum, result["confusion"])) == int((label != 11).sum())      # scored at full label resolution

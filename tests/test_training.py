@@ -136,3 +136,65 @@ def test_duration_estimate_progress_callback_and_tensorboard(tiny_data, tmp_path
     events.Reload()
     assert {"loss/total", "loss/fused", "lr", "attention/gamma_pam"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 7))
+
+
+class _Labels:
+    """A dataset of label maps only, as ``class_weights`` reads one (``samples``, ``map_label``)."""
+    NUM_CLASSES = 4
+    split = "train"
+
+    def __init__(self, tmp_path, labels):
+        from PIL import Image
+
+        self.samples = []
+        for i, label in enumerate(labels):
+            Image.fromarray(np.asarray(label, np.uint8)).save(tmp_path / f"{i}.png")
+            self.samples.append((None, tmp_path / f"{i}.png"))
+
+    def map_label(self, raw):
+        return raw.astype(np.int64)
+
+
+def test_class_weights_are_median_frequency_balancing(tmp_path):
+    from pipeline.train import class_weights
+
+    a = np.array([[0, 0, 0, 1], [0, 0, 255, 2]])        # 8 pixels: class 0 x5, 1 x1, 2 x1, one ignored
+    b = np.array([[0, 2, 2, 2], [2, 2, 2, 255]])        # class 0 x1, 2 x6
+    data = _Labels(tmp_path, [a, b])
+    # f_k = pixels of k / pixels of the images holding k: f0 = 6/16, f1 = 1/8, f2 = 7/16; class 3 absent
+    f = np.array([6 / 16, 1 / 8, 7 / 16])
+    median = 6 / 16
+    np.testing.assert_allclose(class_weights(data, 1.0), [*(median / f), 0.0], rtol=1e-12)
+    np.testing.assert_allclose(class_weights(data, 0.5), [*np.sqrt(median / f), 0.0], rtol=1e-12)
+    np.testing.assert_array_equal(class_weights(data, 0.0), [1, 1, 1, 0])
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        class_weights(_Labels(tmp_path, [np.full((2, 2), 255)]), 1.0)
+
+
+def test_the_weighted_loss_is_the_weighted_mean_over_labelled_pixels():
+    from pipeline.train import segmentation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[0, 0, :3] = 255
+    w = torch.tensor([0.5, 2.0, 4.0], dtype=torch.float64)
+    nll = -torch.log_softmax(logits, 1).gather(1, target.clamp(max=2)[:, None])[:, 0]   # (2, 4, 5)
+    keep = target != 255
+    expected = (w[target[keep]] * nll[keep]).sum() / w[target[keep]].sum()
+    loss, terms = segmentation_loss((logits, logits), target, w)
+    torch.testing.assert_close(loss, 2 * expected)
+    assert terms == pytest.approx([float(expected)] * 2, rel=1e-12)
+    plain, _ = segmentation_loss((logits,), target)
+    torch.testing.assert_close(plain, nll[keep].mean())
+
+
+def test_training_with_class_balance_records_the_weights(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    preset = dataclasses.replace(PRESETS["smoke"], iterations=2, checkpoint_every=2, class_balance=1.0)
+    summary = train(DANet(4, "tiny"), tiny_data, preset, str(tmp_path / "w"), seed=0, progress=False)
+    from pipeline.train import class_weights
+
+    assert summary["class_weights"] == pytest.approx(class_weights(tiny_data, 1.0).tolist(), rel=1e-5)
+    assert len(set(summary["class_weights"])) > 1
+    assert _train(tiny_data, tmp_path / "u")[1]["class_weights"] is None
