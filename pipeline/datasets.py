@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from danet.classes import CLASS_NAMES as _CLASS_NAMES
+from danet.inference import read_image as _read_rgb
 from pipeline.artifacts import atomic_path
 from pipeline.download import download as download_file
 from pipeline.download import safe_extract
@@ -50,22 +51,13 @@ class DatasetError(ValueError):
 # --------------------------------------------------------------------------- file reading
 
 def read_image(path) -> np.ndarray:
-    """Read an image file as a uint8 RGB array (H, W, 3).
-
-    Raises
-    ------
-    DatasetError
-        If the file is missing, not an image, or truncated (the pixel data is fully
-        decoded here, so truncation is detected).
-    """
+    """Read an image file as a uint8 RGB array (H, W, 3): :func:`danet.inference.read_image`, whose
+    one-line message (file missing, not an image, truncated -- the pixels are fully decoded, so
+    truncation is detected) comes as a :class:`DatasetError`."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.array(img.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"image {path} does not exist") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"image {path} is unreadable or truncated: {err}") from None
+        return _read_rgb(path)
+    except ValueError as err:
+        raise DatasetError(str(err)) from None
 
 
 def read_label(path) -> np.ndarray:

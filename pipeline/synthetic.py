@@ -38,7 +38,9 @@ CLASS_NAMES = ("background", "red-keyed shape", "blue-keyed shape", "key")
 KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> key colour (RGB)
 SHAPE_GRAY = 150
 # Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels
-# (danet.receptive_field), i.e. 213 on each side of an output pixel: 220 keeps the key out of reach.
+# (danet.receptive_field), 213 on each side of a feature cell; the align_corners upsampling stretches
+# that to at most 223 to one side of an output pixel (input gradient, 32 x 384): 220 leaves the key out
+# of reach of all but shape pixels within 3 px of the limit (README, "The built-in dataset").
 SCENE_DEFAULTS = {"height": 32, "width": 384, "min_distance": 220, "key_size": (32, 24), "n_shapes": (2, 5),
                   "radius": (8, 13)}
 

@@ -157,6 +157,6 @@ def test_corrupt_image_fails_the_dataset_task_by_name_and_leaves_nothing(tmp_pat
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 30
-    assert f"image {bad} is unreadable or truncated" in res.stdout + res.stderr
+    assert f"image '{bad}': not a readable image" in res.stdout + res.stderr
     left = [p for p in (tmp_path / "art").rglob("*") if p.is_file() and p.suffix != ".lock"]
     assert left == [], f"artifacts left after a failed run: {left}"
