@@ -270,7 +270,7 @@ def test_verify_not_an_image(tmp_path):
     make_ade(tmp_path)
     bad = tmp_path / "ADEChallengeData2016/images/training/ADE_train_00000000.jpg"
     bad.write_text("not a jpeg")
-    with pytest.raises(DatasetError, match=f"image {bad} is unreadable"):
+    with pytest.raises(DatasetError, match=f"image '{bad}': not a readable image"):
         ADE20K(tmp_path, "train").verify()
 
 
