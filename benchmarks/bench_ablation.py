@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
         rows[s] = row
     print(f"{args.dataset}, preset {args.preset}: mIoU on the val split ({time.time() - t0:.0f} s)")
     if not synthetic:
-        return _real_table(args, rows, attentions)
+        return _write(args.json, _real_table(args, rows, attentions))
     print("seed  " + "  ".join(f"{a:>6}" for a in attentions) + "   DANet-FCN   keyed IoU FCN   keyed IoU DANet"
           + "   gamma    beta   train s (FCN, DANet)"
           + ("   key share / area   keyed IoU PAM off   CAM off" if args.key_share else ""))
@@ -143,9 +143,13 @@ def main(argv=None) -> dict:
         print(line)
     worst = min(r["gap"] for r in rows.values())
     print(f"smallest gap over seeds: {worst:+.3f} ({'meets' if worst >= 0.10 else 'misses'} the 0.10 bar)")
-    result = {"preset": args.preset, "per_seed": rows, "min_gap": worst}
-    if args.json:
-        with open(args.json, "w") as f:
+    return _write(args.json, {"preset": args.preset, "per_seed": rows, "min_gap": worst})
+
+
+def _write(path: str | None, result: dict) -> dict:
+    """``result``, also written to ``path`` as JSON when one is given (``--json``)."""
+    if path:
+        with open(path, "w") as f:
             json.dump(result, f, indent=2)
     return result
 
@@ -169,12 +173,8 @@ def _real_table(args, rows: dict, attentions) -> dict:
         print(f"{c:<14}" + "".join(f"{'n/a':>22}" if not per_class[c][a] else
                                    "{:>22}".format("{:.3f} [{:.3f}, {:.3f}]".format(*per_class[c][a]))
                                    for a in attentions))
-    result = {"dataset": args.dataset, "preset": args.preset, "per_seed": rows, "mean_miou": mean,
-              "per_class": per_class}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return {"dataset": args.dataset, "preset": args.preset, "per_seed": rows, "mean_miou": mean,
+            "per_class": per_class}
 
 
 if __name__ == "__main__":

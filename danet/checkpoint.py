@@ -273,8 +273,7 @@ def backbone_of(path: str) -> str:
     if _detect(state, container) != "torchvision":
         raise ValueError(f"{where}: not a torchvision ResNet state_dict: expected {_EXPECTED_KEYS['torchvision']}, "
                          f"found top-level prefixes {_prefixes(state)}")
-    state = {"pretrained." + k: v for k, v in state.items() if not k.startswith("fc.")}
-    return _infer(state, "torchvision", where)[0]["backbone"]
+    return _infer(_to_danet_names(state, "torchvision", drop_aux=False)[0], "torchvision", where)[0]["backbone"]
 
 
 def _to_danet_names(state: dict, fmt: str, drop_aux: bool) -> tuple[dict, list]:

@@ -10,6 +10,7 @@ lr 0.003 with the head at 10x, poly decay 0.9, weight decay 1e-4, 1:1:1 losses, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -137,10 +138,9 @@ def with_pretrained_backbone(preset: Preset) -> Preset:
             raise ValueError(f"preset {preset.name!r}: pretrained_backbone {source!r} is a URL; name its "
                              f"backbone too (e.g. \"backbone\": \"resnet18\"), tiny has no ImageNet weights")
         return preset
-    from danet.checkpoint import backbone_of
-
     try:
-        arch = backbone_of(source)
+        stat = os.stat(source) if os.path.isfile(source) else None     # a missing file: backbone_of says so
+        arch = _backbone_of(source, stat and (stat.st_mtime_ns, stat.st_size))
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"preset {preset.name!r}: {err}") from None
     if arch == preset.backbone:
@@ -149,6 +149,15 @@ def with_pretrained_backbone(preset: Preset) -> Preset:
         return dataclasses.replace(preset, backbone=arch)
     raise ValueError(f"preset {preset.name!r}: pretrained_backbone {source!r} holds a {arch} but the backbone "
                      f"is {preset.backbone!r}; set \"backbone\": \"{arch}\" or give a {preset.backbone} file")
+
+
+@functools.lru_cache(maxsize=8)
+def _backbone_of(path: str, version: tuple | None) -> str:
+    """:func:`danet.checkpoint.backbone_of`, read once per ``version`` (modification time, size) of
+    the file: every task's output paths resolve the preset, and a ResNet-101 file is 170 MB."""
+    from danet.checkpoint import backbone_of
+
+    return backbone_of(path)
 
 
 def with_fields(preset: Preset, fields: dict, where: str = "overrides") -> Preset:

@@ -65,10 +65,9 @@ def segmentation_loss(outputs, target, weight=None):
     weights w of :func:`class_weights` (all 1 when ``weight`` is None: the plain mean).
     """
     # 16-bit logits (autocast) are upcast; float32 and float64 models keep their own precision
-    terms = [F.cross_entropy(o.float() if o.dtype in (torch.float16, torch.bfloat16) else o, target,
-                             weight=None if weight is None else weight.to(o.device, torch.float32 if o.dtype in
-                                                                          (torch.float16, torch.bfloat16) else o.dtype),
-                             ignore_index=IGNORE_INDEX) for o in outputs]
+    logits = [o.float() if o.dtype in (torch.float16, torch.bfloat16) else o for o in outputs]
+    terms = [F.cross_entropy(x, target, weight=None if weight is None else weight.to(x), ignore_index=IGNORE_INDEX)
+             for x in logits]
     return sum(terms), [float(t.detach()) for t in terms]
 
 
