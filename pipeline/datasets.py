@@ -107,14 +107,28 @@ class RandomScaleCropFlip:
     def __init__(self, crop_size: int | None = None, scale_range: tuple | None = None, flip: bool = True):
         self.crop_size, self.scale_range, self.flip = crop_size, scale_range, flip
 
-    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
-        label = label.astype(np.uint8)                                   # (H, W), 255 = ignore
+    def draw(self, H: int, W: int, rng: np.random.Generator):
+        """The random geometry of one H × W sample, in the order :meth:`__call__` draws it:
+        ``(scaled size (H', W') or None, crop corner (y, x) or None, flip)``. The device path
+        (:mod:`pipeline.device_data`) applies the same draws to tensors."""
+        size = corner = None
         if self.scale_range:
             s = rng.uniform(*self.scale_range)
-            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))  # PIL: (W, H)
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+            H, W = max(1, round(H * s)), max(1, round(W * s))
+            size = (H, W)
         if self.crop_size:
+            c = self.crop_size
+            H, W = max(H, c), max(W, c)                                  # after padding up to the crop
+            corner = (int(rng.integers(0, H - c + 1)), int(rng.integers(0, W - c + 1)))
+        return size, corner, bool(self.flip and rng.random() < 0.5)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        label = label.astype(np.uint8)                                   # (H, W), 255 = ignore
+        size, corner, flip = self.draw(*label.shape, rng)
+        if size:
+            image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))   # PIL: (W, H)
+            label = np.asarray(Image.fromarray(label).resize(size[::-1], Image.NEAREST))
+        if corner:
             c = self.crop_size
             ph, pw = max(c - image.shape[0], 0), max(c - image.shape[1], 0)
             if ph or pw:
@@ -123,10 +137,9 @@ class RandomScaleCropFlip:
                 padded[:image.shape[0], :image.shape[1]] = image
                 image = padded
                 label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
-            y = int(rng.integers(0, image.shape[0] - c + 1))
-            x = int(rng.integers(0, image.shape[1] - c + 1))
+            y, x = corner
             image, label = image[y:y + c, x:x + c], label[y:y + c, x:x + c]
-        if self.flip and rng.random() < 0.5:
+        if flip:
             image, label = image[:, ::-1], label[:, ::-1]
         return image, label
 

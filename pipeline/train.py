@@ -173,7 +173,8 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
         device = f"cuda:{torch.cuda.current_device()}" if world > 1 else "cuda"
     device = device or "cpu"
     os.makedirs(out_dir, exist_ok=True)
-    model.to(device)
+    fmt = torch.channels_last if preset.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     dtype = next(model.parameters()).dtype  # float32 normally; float64 for exact comparisons (tests)
@@ -204,29 +205,26 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
 
     total = preset.iterations
     stop = total if stop_after is None else min(total, start + stop_after)
-    view = copy.copy(train_set)  # the same samples, read through the training augmentation
-    view.transform = RandomScaleCropFlip(preset.crop_size, preset.scale_range, preset.flip)
     share = preset.batch_size // world  # rank r: samples [r·share, (r+1)·share) of each global batch
     plan = [b[rank * share:(rank + 1) * share] for b in batch_plan(len(train_set), preset.batch_size, seed, start, stop)]
     weight = None  # class weights of the loss (preset.class_balance), from the training labels
     if preset.class_balance:
         weight = torch.as_tensor(class_weights(train_set, preset.class_balance), dtype=torch.float64)
-    loader = DataLoader(view, batch_sampler=plan,
-                        num_workers=preset.num_workers, pin_memory=device.startswith("cuda"),
-                        # its own generator: creating the iterator must not draw from the global RNG
-                        # (dropout's), or a resumed run would diverge from an uninterrupted one
-                        generator=torch.Generator().manual_seed(seed))
+    loader = _batches(train_set, preset, plan, device, seed)
     net.train()
     t0 = time.perf_counter()
+    data_s = t_warm = 0.0                                            # seconds waiting for batches; steady start
     bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
     it = start
     board = _tensorboard(out_dir, start) if rank == 0 else None
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
+        t_data = time.perf_counter()
         for images, labels in loader:
+            data_s += time.perf_counter() - t_data
             lr_scale = (1 - it / total) ** preset.poly_power
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
-            images = images.to(device, dtype=dtype, non_blocking=True)    # the model's precision
+            images = images.to(device, dtype=dtype, non_blocking=True).contiguous(memory_format=fmt)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
                 outputs = net(images)
@@ -262,6 +260,8 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
                     on_progress(it, total, loss_value, rate * (total - it))
             if it % preset.checkpoint_every == 0 or it == total:
                 _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
+            t_data = time.perf_counter()
+    t_end = time.perf_counter()
     bar.close()
     if board is not None:
         board.close()
@@ -269,11 +269,38 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
         torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
             "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "world_size": world, **model.gammas(),
+            "world_size": world, **model.gammas(), **_timing(loader, it - start, t_end - t0, data_s, t_end - t_warm),
             "class_weights": None if weight is None else [round(float(w), 6) for w in weight]}
 
 
 WARMUP = 3  # iterations before timing starts, and timed, for the duration estimate
+
+
+def _batches(train_set, preset, plan, device: str, seed: int):
+    """The training batches of ``plan``: built on ``device`` from the decoded split if the preset
+    says ``data_on_device`` (:class:`pipeline.device_data.DeviceBatches`), else by a DataLoader
+    reading ``train_set`` through the augmentation. Both draw the same geometry per sample."""
+    augment = RandomScaleCropFlip(preset.crop_size, preset.scale_range, preset.flip)
+    if preset.data_on_device:
+        from pipeline.device_data import DeviceBatches
+
+        return DeviceBatches(train_set, augment, plan, device)
+    view = copy.copy(train_set)  # the same samples, read through the training augmentation
+    view.transform = augment
+    return DataLoader(view, batch_sampler=plan, num_workers=preset.num_workers, pin_memory=device.startswith("cuda"),
+                      # its own generator: creating the iterator must not draw from the global RNG
+                      # (dropout's), or a resumed run would diverge from an uninterrupted one
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _timing(loader, iterations: int, seconds: float, data_s: float, steady_s: float) -> dict:
+    """Where the loop's time went: waiting for batches (data) vs the rest (step: forward, backward,
+    update, logging, checkpoints), and the steady rate after the first ``WARMUP`` iterations."""
+    steady = iterations - WARMUP
+    return {"timing": {"data_seconds": round(data_s, 3), "step_seconds": round(seconds - data_s, 3),
+                       "data_share": round(data_s / seconds, 4) if seconds else None,
+                       "steady_iterations_per_s": round(steady / steady_s, 4) if steady > 0 and steady_s > 0 else None,
+                       "data_on_device_load_seconds": round(getattr(loader, "load_seconds", 0.0), 3)}}
 
 
 def _announce_duration(preset, iterations: int, seconds_per_it: float) -> None:
