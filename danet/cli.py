@@ -6,6 +6,7 @@
                            [--query Y,X ...] [--sliding CROP,STRIDE] [--flip]
     danet check IMAGE --checkpoint FILE [--format auto] [--dtype float64|float32] [--json FILE]
     danet export --checkpoint FILE --out weights.npz [--format auto] [--dtype float32|float64]
+    danet explore IMAGE... --checkpoint FILE [--format auto] [--classes NAME|K] [--out DIR]
 
 ``predict`` writes, per image (named after its stem), ``<stem>_segmentation.png`` (class colours),
 ``<stem>_overlay.png`` (the photo with the colours and a legend) and ``<stem>_attention.png`` (the
@@ -13,7 +14,8 @@ PAM rows of the query pixels over the photo, and the CAM matrix), then ``predict
 ``check`` runs the NumPy reference (``refimpl.danet_forward``) and PyTorch on one image and prints
 the max relative error of every stage; it exits 3 if the overall error is above the project's bar
 (1e-10 in float64, 1e-4 in float32). ``export`` writes the network's weights as an ``.npz`` for
-``refimpl``.
+``refimpl``. ``explore`` writes ``<stem>_explorer.html`` per image, a self-contained interactive page
+of the PAM rows, the CAM matrix and the three predictions (:mod:`danet.explore`).
 
 Checkpoints are read by :func:`danet.load_checkpoint` (formats project, official, mmseg,
 torchvision), with the auxiliary head left out (unused at inference) and the PAM computed in query
@@ -88,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.set_defaults(run=run_predict)
 
+    p = sub.add_parser("explore", help="one self-contained interactive attention page (HTML) per image",
+                       description="Write <stem>_explorer.html per image: point at a pixel to see its PAM attention "
+                                   "row, the classes it gathers from, and the CAM matrix (danet.explore).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    common(p)
+    p.add_argument("--classes", default=None, help="as for predict")
+    p.add_argument("--out", default="danet-explorer", help="output folder (default danet-explorer)")
+    p.set_defaults(run=run_explore)
+
     p = sub.add_parser("check", help="NumPy reference vs PyTorch on one image, stage by stage")
     p.add_argument("image", metavar="IMAGE")
     common(p)
@@ -134,26 +145,16 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
 
     from danet import figures
-    from danet.classes import class_set
     from danet.inference import histogram, predict_image, read_image
 
-    stems = {}
-    for path in args.images:                              # validate everything before writing anything
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in stems:
-            raise UsageError(f"images '{stems[stem]}' and '{path}' have the same name '{stem}': their outputs "
-                             f"would overwrite each other")
-        stems[stem] = path
+    stems = _stems(args.images)                           # validate everything before writing anything
     sizes = {path: read_image(path).shape[:2] for path in args.images}
     for path, (H, W) in sizes.items():
         for y, x in args.query or ():
             if not (y < H and x < W):
                 raise UsageError(f"--query {y},{x} is outside image '{path}' of {H}×{W} pixels (H×W)")
     model, info = _load(args)
-    try:
-        set_name, names, palette = class_set(args.classes, info.num_classes, info.class_names)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    set_name, names, palette = _classes(args, info)
 
     os.makedirs(args.out, exist_ok=True)
     records = []
@@ -172,6 +173,48 @@ def run_predict(args) -> int:
                "sliding": list(args.sliding) if args.sliding else None, "flip": args.flip, "images": records}
     _write_json(os.path.join(args.out, "predictions.json"), summary)
     print(f"danet predict: {len(records)} image(s) -> {args.out} (predictions.json)")
+    return 0
+
+
+def _stems(images) -> dict:
+    """``{stem: path}`` of the images, refusing two with the same stem (their outputs would collide)."""
+    stems = {}
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in stems:
+            raise UsageError(f"images '{stems[stem]}' and '{path}' have the same name '{stem}': their outputs "
+                             f"would overwrite each other")
+        stems[stem] = path
+    return stems
+
+
+def _classes(args, info):
+    from danet.classes import class_set
+
+    try:
+        return class_set(args.classes, info.num_classes, info.class_names)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+# --------------------------------------------------------------------------- explore
+
+def run_explore(args) -> int:
+    from tqdm.auto import tqdm
+
+    from danet.explore import write_explorer
+    from danet.inference import read_image
+
+    stems = _stems(args.images)                           # validate everything before writing anything
+    for path in args.images:
+        read_image(path)
+    model, info = _load(args)
+    _, names, palette = _classes(args, info)
+    os.makedirs(args.out, exist_ok=True)
+    for stem, path in tqdm(stems.items(), desc="explore", unit="img", disable=None):
+        write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, read_image(path), names, palette,
+                       title=os.path.basename(path), source=os.path.basename(info.file))
+    print(f"danet explore: {len(stems)} page(s) -> {args.out}")
     return 0
 
 

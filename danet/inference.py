@@ -145,26 +145,35 @@ def feature_cell(y: int, x: int, H: int, W: int, h: int, w: int, align_corners: 
 
 
 @torch.no_grad()
-def pam_rows(model, A: torch.Tensor, cells) -> torch.Tensor | None:
-    """Rows of the PAM attention S = softmax(BᵀC) for the given feature cells, as (q, h, w) maps.
+def pam_row_blocks(model, A: torch.Tensor, cells, block: int = 256):
+    """Yield the rows of the PAM attention S = softmax(BᵀC) for the feature cells ``cells``,
+    ``block`` of them at a time, each block as an (n, h, w) tensor.
 
-    Only the q rows asked for are computed, straight from the module's 1×1 convolutions: for the
-    query cells' features F_q (C, q), B_q = W_B·F_q + b_B (C', q), C = key_conv(F) (C', N) and
-    S_q = softmax(B_qᵀ·C) (q, N) -- q×N numbers, never N×N. None if the model has no PAM.
+    Straight from the module's 1×1 convolutions: for the query cells' features F_q (C, n),
+    B_q = W_B·F_q + b_B (C', n), C = key_conv(F) (C', N) once, and S_q = softmax(B_qᵀ·C) (n, N) --
+    at most block×N numbers of S at a time, never N×N. The model must have a PAM.
     """
     head = model.head
-    if not hasattr(head, "sa"):
-        return None
     sa = head.sa
     feat1 = head.conv5a(A)[0]                                          # (C, h, w)
     C, h, w = feat1.shape
     flat = feat1.reshape(C, h * w)                                     # (C, N)
-    idx = torch.tensor([i * w + j for i, j in cells])
     Wq = sa.query_conv.weight.reshape(-1, C)                           # (C', C)
-    Bq = Wq @ flat[:, idx] + sa.query_conv.bias[:, None]               # (C', q)
     Ck = sa.key_conv(feat1[None]).reshape(-1, h * w)                   # (C', N)
-    S = torch.softmax(Bq.T @ Ck, dim=-1)                               # (q, N)
-    return S.reshape(len(cells), h, w)                                 # (q, h, w)
+    for k in range(0, len(cells), block):
+        idx = torch.tensor([i * w + j for i, j in cells[k:k + block]])
+        Bq = Wq @ flat[:, idx] + sa.query_conv.bias[:, None]           # (C', n)
+        S = torch.softmax(Bq.T @ Ck, dim=-1)                           # (n, N)
+        yield S.reshape(len(idx), h, w)                                # (n, h, w)
+
+
+@torch.no_grad()
+def pam_rows(model, A: torch.Tensor, cells) -> torch.Tensor | None:
+    """Rows of the PAM attention S for the given feature cells, as (q, h, w) maps -- q×N numbers,
+    never N×N (:func:`pam_row_blocks` in one block). None if the model has no PAM."""
+    if not hasattr(model.head, "sa"):
+        return None
+    return next(pam_row_blocks(model, A, list(cells), max(len(cells), 1)))
 
 
 @torch.no_grad()
