@@ -185,7 +185,8 @@ def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None 
     ``queries`` default to :func:`default_queries`.
     """
     H, W = image.shape[:2]
-    probs, A = predict(model, normalize(image), sliding, flip)        # (1, K, H, W), (1, C_in, h, w)
+    x = normalize(image, next(model.parameters()).dtype)              # (1, 3, H, W), the model's precision
+    probs, A = predict(model, x, sliding, flip)                        # (1, K, H, W), (1, C_in, h, w)
     h, w = A.shape[2:]
     queries = [tuple(q) for q in (queries or default_queries(H, W))]
     cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
