@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query pixels of the attention figure (default: three well-spread pixels)")
     p.add_argument("--sliding", type=_sliding, metavar="CROP,STRIDE", help="sliding-window inference")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    _max_pixels(p)
     p.set_defaults(run=run_predict)
 
     p = sub.add_parser("check", help="NumPy reference vs PyTorch on one image, stage by stage")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
+    _max_pixels(p)
     p.set_defaults(run=run_check)
 
     p = sub.add_parser("export", help="the network's weights as .npz for refimpl")
@@ -101,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=("float32", "float64"), help="default: as stored")
     p.set_defaults(run=run_export)
     return parser
+
+
+def _max_pixels(p) -> None:
+    from danet.inference import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse an image of more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
 
 
 def main(argv=None) -> int:
@@ -144,7 +153,7 @@ def run_predict(args) -> int:
             raise UsageError(f"images '{stems[stem]}' and '{path}' have the same name '{stem}': their outputs "
                              f"would overwrite each other")
         stems[stem] = path
-    sizes = {path: read_image(path).shape[:2] for path in args.images}
+    sizes = {path: read_image(path, args.max_pixels).shape[:2] for path in args.images}
     for path, (H, W) in sizes.items():
         for y, x in args.query or ():
             if not (y < H and x < W):
@@ -158,7 +167,7 @@ def run_predict(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     records = []
     for stem, path in tqdm(stems.items(), desc="predict", unit="img", disable=None):
-        image = read_image(path)
+        image = read_image(path, args.max_pixels)
         result = predict_image(model, image, args.query, args.sliding, args.flip)
         written = {}
         for kind, png in figures.prediction_pngs(image, result, names, palette, title=os.path.basename(path)).items():
@@ -180,7 +189,7 @@ def run_predict(args) -> int:
 def run_check(args) -> int:
     from danet.inference import check, read_image
 
-    image = read_image(args.image)
+    image = read_image(args.image, args.max_pixels)
     model, info = _load(args)
     result = check(model, info, image, args.dtype)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -96,3 +96,59 @@ def test_a_float64_checkpoint_predicts_through_the_cli(tiny_state, tmp_path):
     Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(tmp_path / "img.png")
     assert main(["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 0
     assert os.path.exists(tmp_path / "o" / "img_segmentation.png")
+
+
+def test_a_16_bit_png_is_read_by_its_real_range(tmp_path):
+    from PIL import Image
+
+    from danet.inference import read_image
+
+    ramp = (np.arange(40 * 30).reshape(30, 40) * 54).astype(np.uint16)      # 0 ... 64746 of 65535
+    Image.fromarray(ramp).save(tmp_path / "depth16.png")
+    with Image.open(tmp_path / "depth16.png") as img:
+        assert img.mode.startswith("I"), img.mode                            # Pillow keeps the 16 bits
+    rgb = read_image(tmp_path / "depth16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (30, 40, 3)
+    expected = np.round(ramp / 65535 * 255).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    assert (rgb == 255).mean() < 0.01                                         # not clipped to white
+
+
+def test_a_32_bit_image_of_unknown_range_is_refused_by_name(tmp_path):
+    from PIL import Image
+
+    from danet.inference import read_image
+
+    Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=r"float\.tiff.*mode 'F'"):
+        read_image(tmp_path / "float.tiff")
+
+
+def test_a_huge_image_is_refused_before_decoding_with_an_override(tmp_path, capsys):
+    from PIL import Image
+
+    from danet.inference import DEFAULT_MAX_PIXELS, read_image
+
+    Image.new("L", (6000, 6000)).save(tmp_path / "huge.png")                 # 36 Mpixel, a small file
+    assert 6000 * 6000 > DEFAULT_MAX_PIXELS
+    with pytest.raises(ValueError, match=r"huge\.png.*6000×6000.*--max-pixels"):
+        read_image(tmp_path / "huge.png")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (20, 10)).save(small)
+    with pytest.raises(ValueError, match=r"small\.png.*10×20"):
+        read_image(small, max_pixels=100)
+    assert read_image(small, max_pixels=200).shape == (10, 20, 3)
+    assert main(["predict", str(tmp_path / "huge.png"), "--checkpoint", "nowhere.pt",
+                 "--out", str(tmp_path / "o")]) == 1
+    assert "--max-pixels" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_pixels_lifts_the_limit_in_the_cli(tiny_state, tmp_path):
+    from PIL import Image
+
+    path = _save(tmp_path, tiny_state)
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    argv = ["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "o")]
+    assert main(argv + ["--max-pixels", "1000"]) == 1
+    assert main(argv + ["--max-pixels", "0"]) == 0
