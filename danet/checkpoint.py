@@ -142,6 +142,8 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -194,6 +196,7 @@ class CheckpointInfo:
     ``"meta"`` (the config text saved in an mmseg checkpoint) or ``"format default"``.
     ``ignored`` lists the file's keys that were not loaded (named as in the file, after removing
     a ``module.`` prefix); ``filled`` the BatchNorm counters absent from the file, set to 0.
+    ``dtype`` is the model's floating dtype (``sources["dtype"]``: ``"weights"`` or ``"argument"``).
     """
 
     file: str
@@ -212,9 +215,11 @@ class CheckpointInfo:
     prefix_stripped: str = ""
     class_names: tuple | None = None
     sources: dict = field(default_factory=dict)
+    dtype: str = "float32"
 
 
-def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet, CheckpointInfo]:
+def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None = None,
+                    **overrides) -> tuple[DANet, CheckpointInfo]:
     """Build the DANet a checkpoint file describes, load it strictly, return ``(model.eval(), info)``.
 
     Parameters
@@ -222,6 +227,9 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
     path : the file (``model.pt``, ``ckpt_*.pt``, ``DANet101.pth.tar``, an mmseg ``.pth``, a
         torchvision ``resnet*.pth``).
     format : ``"auto"`` or one of :data:`FORMATS` (module docstring).
+    dtype : the model's floating dtype. Default: the file's own -- a float64 checkpoint stays float64
+        (rounding it to float32 moves the logits of the authors' DANet-101 by 1e-7), a float16 or
+        bfloat16 one becomes float32 (exactly), a file mixing float32 and float64 becomes float64.
     overrides : ``DANet`` arguments among :data:`OVERRIDES`; they win over what is read from the
         file and over the format's defaults. ``num_classes`` is required for ``"torchvision"``;
         ``aux=False`` leaves an auxiliary head in the file out (listed as ignored).
@@ -246,11 +254,13 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
         where = f"checkpoint '{path}' (format 'mmseg', keys compared under DANet's names)"
     state, ignored = _to_danet_names(state, fmt, drop_aux=overrides.get("aux") is False)
     kwargs, sources = _settings(state, fmt, meta, overrides, where)
+    dtype, sources["dtype"] = (_file_dtype(state), "weights") if dtype is None else (dtype, "argument")
 
     try:
         model = DANet(**kwargs)
     except ValueError as e:
         raise ValueError(f"{where}: cannot build DANet({_call(kwargs)}): {e}") from None
+    model = model.to(dtype)
     filled = _fill_bn_counters(model, state, fmt == "torchvision")
     if fmt == "torchvision":
         load_state_dict_strict(model.pretrained, {k.removeprefix("pretrained."): v for k, v in state.items()}, where)
@@ -261,7 +271,8 @@ def load_checkpoint(path: str, format: str = "auto", **overrides) -> tuple[DANet
         stem=kwargs["stem"], stem_width=kwargs["stem_width"], multi_grid=kwargs["multi_grid"],
         output_stride=kwargs["output_stride"], align_corners=kwargs["align_corners"],
         attention=model.head.attention, aux=model.auxlayer is not None, ignored=tuple(ignored),
-        filled=tuple(filled), prefix_stripped=stripped, class_names=_class_names(meta), sources=sources)
+        filled=tuple(filled), prefix_stripped=stripped, class_names=_class_names(meta), sources=sources,
+        dtype=str(dtype).removeprefix("torch."))
     return model.eval(), info
 
 
@@ -397,6 +408,11 @@ def _read(path, where):
     """(state_dict, container, meta, stripped prefix) of a checkpoint file; one-line errors."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{where}: {'no such file' if not os.path.exists(path) else 'not a file'}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):   # torch.save: a zip archive, or a legacy pickle
+        raise ValueError(f"{where}: not a checkpoint: torch.save writes a zip archive (or, before torch 1.6, "
+                         f"a pickle starting with byte 80); this file starts with bytes {head.hex(' ') or '(empty)'}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # unpickling, zip and weights_only errors have many types
@@ -484,14 +500,21 @@ def _infer(state, fmt, where) -> tuple[dict, dict]:
     has = {name: _has(state, prefix) for name, prefix in has.items()}
     attention = ("both" if has["sa"] and has["sc"] else "pam" if has["sa"] else "cam" if has["sc"]
                  else "none" if has["conv5a"] else None)
-    classifier = next((f"head.{c}.1.weight" for c in ("conv8", "conv6", "conv7") if f"head.{c}.1.weight" in state),
-                      None)
-    if attention is None or classifier is None:
+    # the class count is what most classifier arrays say, so that one misshapen array is named alone
+    votes = Counter(int(state[k].shape[0]) for c in ("conv8", "conv6", "conv7") for k in
+                    (f"head.{c}.1.weight", f"head.{c}.1.bias") if k in state and state[k].dim() > 0)
+    if attention is None or not votes:
         raise ValueError(f"{where}: no DANet head found (expected 'head.sa', 'head.sc' or 'head.conv5a' and a "
                          f"classifier 'head.conv8/6/7.1.weight')")
-    kwargs.update(attention=attention, num_classes=int(state[classifier].shape[0]))
+    kwargs.update(attention=attention, num_classes=votes.most_common(1)[0][0])
     sources.update(attention="weights", num_classes="weights")
     return kwargs, sources
+
+
+def _file_dtype(state) -> torch.dtype:
+    """The widest floating dtype of the file's tensors, 16-bit ones counted as float32."""
+    found = {v.dtype for v in state.values() if v.is_floating_point()}
+    return torch.float64 if torch.float64 in found else torch.float32
 
 
 def _fill_bn_counters(model, state, backbone_only) -> list:

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query pixels of the attention figure (default: three well-spread pixels)")
     p.add_argument("--sliding", type=_sliding, metavar="CROP,STRIDE", help="sliding-window inference")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    _max_pixels(p)
     p.set_defaults(run=run_predict)
 
     p = sub.add_parser("explore", help="one self-contained interactive attention page (HTML) per image",
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--classes", default=None, help="as for predict")
     p.add_argument("--out", default="danet-explorer", help="output folder (default danet-explorer)")
+    _max_pixels(p)
     p.set_defaults(run=run_explore)
 
     p = sub.add_parser("check", help="NumPy reference vs PyTorch on one image, stage by stage")
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
+    _max_pixels(p)
     p.set_defaults(run=run_check)
 
     p = sub.add_parser("export", help="the network's weights as .npz for refimpl")
@@ -112,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=("float32", "float64"), help="default: as stored")
     p.set_defaults(run=run_export)
     return parser
+
+
+def _max_pixels(p) -> None:
+    from danet.inference import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse an image of more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
 
 
 def main(argv=None) -> int:
@@ -148,7 +158,7 @@ def run_predict(args) -> int:
     from danet.inference import histogram, predict_image, read_image
 
     stems = _stems(args.images)                           # validate everything before writing anything
-    sizes = {path: read_image(path).shape[:2] for path in args.images}
+    sizes = {path: read_image(path, args.max_pixels).shape[:2] for path in args.images}
     for path, (H, W) in sizes.items():
         for y, x in args.query or ():
             if not (y < H and x < W):
@@ -159,7 +169,7 @@ def run_predict(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     records = []
     for stem, path in tqdm(stems.items(), desc="predict", unit="img", disable=None):
-        image = read_image(path)
+        image = read_image(path, args.max_pixels)
         result = predict_image(model, image, args.query, args.sliding, args.flip)
         written = {}
         for kind, png in figures.prediction_pngs(image, result, names, palette, title=os.path.basename(path)).items():
@@ -207,12 +217,12 @@ def run_explore(args) -> int:
 
     stems = _stems(args.images)                           # validate everything before writing anything
     for path in args.images:
-        read_image(path)
+        read_image(path, args.max_pixels)
     model, info = _load(args)
     _, names, palette = _classes(args, info)
     os.makedirs(args.out, exist_ok=True)
     for stem, path in tqdm(stems.items(), desc="explore", unit="img", disable=None):
-        write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, read_image(path), names, palette,
+        write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, read_image(path, args.max_pixels), names, palette,
                        title=os.path.basename(path), source=os.path.basename(info.file))
     print(f"danet explore: {len(stems)} page(s) -> {args.out}")
     return 0
@@ -223,7 +233,7 @@ def run_explore(args) -> int:
 def run_check(args) -> int:
     from danet.inference import check, read_image
 
-    image = read_image(args.image)
+    image = read_image(args.image, args.max_pixels)
     model, info = _load(args)
     result = check(model, info, image, args.dtype)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -113,7 +113,17 @@ def load_state_dict_strict(module: nn.Module, state: dict, where: str) -> None:
     if problems:
         shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
         raise ValueError(f"{where} does not match the model ({len(problems)} problems): " + "; ".join(shown))
+    check_finite(state, where)
     module.load_state_dict(state)
+
+
+def check_finite(state: dict, where: str) -> None:
+    """Refuse a state_dict holding NaN or inf, naming its first such key (in the file's order): such
+    weights give a prediction of one class everywhere, silently."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int(v.numel() - torch.isfinite(v).sum())
+            raise ValueError(f"{where}: '{k}' holds {bad} non-finite values (NaN or inf) out of {v.numel()}")
 
 
 def receptive_field(model: DANet) -> dict:

@@ -511,7 +511,7 @@ def _saved(tmp_path, name, obj):
 
 
 def _garbage(tmp_path):
-    (tmp_path / "garbage.pt").write_bytes(os.urandom(64))
+    (tmp_path / "garbage.pt").write_bytes(b"\x00" + os.urandom(63))
     return str(tmp_path / "garbage.pt")
 
 
@@ -528,7 +528,7 @@ REFUSALS = {  # case: (make the file, format asked, what the message must say)
                            "auto", r"format 'mmseg'.*unexpected 'decode_head\.extra\.weight'"),
     "wrong format": (lambda p: _project_file(p, lambda s: None), "mmseg",
                      r"not in format 'mmseg'.*looks like format 'project'"),
-    "garbage file": (_garbage, "auto", r"format 'auto'.*cannot be read by torch\.load"),
+    "garbage file": (_garbage, "auto", r"format 'auto'.*not a checkpoint"),
     "not a dict": (lambda p: _saved(p, "list.pt", [torch.zeros(1)]), "official", r"format 'official'.*holds a list"),
     "no state_dict": (lambda p: _saved(p, "epoch.pt", {"epoch": 3}), "auto", r"format 'auto'.*holds no state_dict"),
     "unknown layout": (lambda p: _saved(p, "x.pt", {"x.weight": torch.zeros(1)}), "auto",

@@ -1,0 +1,154 @@
+"""Inputs that once gave a wrong answer with exit status 0: each is now refused by name (issue 18, part 1).
+
+Each test here failed on the code before its fix: a NaN checkpoint predicted all class 0, a random
+file got torch's ``weights_only`` advice, a misshapen ``conv8.1.weight`` was reported as three
+other keys, a float64 checkpoint was rounded to float32.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from danet import DANet, load_checkpoint
+from danet.cli import main
+from tests.test_network_parity import randomise
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    torch.manual_seed(0)
+    return randomise(DANet(K, "tiny"), seed=1, gamma_pam=0.5, beta_cam=0.2).state_dict()
+
+
+def _save(tmp_path, state, name="model.pt"):
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_checkpoint_is_refused_naming_the_file_and_first_bad_key(tiny_state, tmp_path, bad):
+    state = dict(tiny_state)
+    for key in ("head.conv6.1.weight", "head.conv8.1.weight"):     # first in the file's order: conv6
+        state[key] = state[key].clone()
+        state[key][0, 0] = bad
+    path = _save(tmp_path, state)
+    with pytest.raises(ValueError, match=r"model\.pt.*'head\.conv6\.1\.weight'.*non-finite") as err:
+        load_checkpoint(str(path))
+    assert "conv8" not in str(err.value)
+
+
+def test_danet_predict_with_a_nan_checkpoint_exits_non_zero_naming_the_key(tiny_state, tmp_path, capsys):
+    from PIL import Image
+
+    state = dict(tiny_state)
+    state["head.conv8.1.bias"] = torch.full_like(state["head.conv8.1.bias"], float("nan"))
+    path = _save(tmp_path, state, "nan.pt")
+    Image.fromarray(np.full((32, 40, 3), 120, np.uint8)).save(tmp_path / "img.png")
+    status = main(["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "head.conv8.1.bias" in err and "nan.pt" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_bytes_are_named_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=r"weights\.pth.*not a checkpoint") as err:
+        load_checkpoint(str(path))
+    assert "weights_only" not in str(err.value)
+
+
+def test_a_misshapen_classifier_is_named_alone(tiny_state, tmp_path):
+    state = dict(tiny_state)
+    w = state["head.conv8.1.weight"]
+    state["head.conv8.1.weight"] = torch.zeros(K + 1, *w.shape[1:])
+    with pytest.raises(ValueError, match=r"1 problems\): 'head\.conv8\.1\.weight' has shape") as err:
+        load_checkpoint(str(_save(tmp_path, state)))
+    assert "conv6" not in str(err.value) and "conv8.1.bias" not in str(err.value)
+
+
+def test_a_float64_checkpoint_keeps_its_precision(tiny_state, tmp_path):
+    state = {k: v.double() if v.is_floating_point() else v for k, v in tiny_state.items()}
+    path = _save(tmp_path, state)
+    model, info = load_checkpoint(str(path))
+    assert info.dtype == "float64"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), f"{k} was not kept exactly"
+    model32, info32 = load_checkpoint(str(path), dtype=torch.float32)
+    assert info32.dtype == "float32" and info32.sources["dtype"] == "argument"
+    assert model32.head.conv8[1].weight.dtype == torch.float32
+    x = torch.randn(1, 3, 32, 40, dtype=torch.float64)
+    with torch.no_grad():
+        assert model(x)[0].dtype == torch.float64
+
+
+def test_a_float64_checkpoint_predicts_through_the_cli(tiny_state, tmp_path):
+    from PIL import Image
+
+    state = {k: v.double() if v.is_floating_point() else v for k, v in tiny_state.items()}
+    path = _save(tmp_path, state)
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    assert main(["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert os.path.exists(tmp_path / "o" / "img_segmentation.png")
+
+
+def test_a_16_bit_png_is_read_by_its_real_range(tmp_path):
+    from PIL import Image
+
+    from danet.inference import read_image
+
+    ramp = (np.arange(40 * 30).reshape(30, 40) * 54).astype(np.uint16)      # 0 ... 64746 of 65535
+    Image.fromarray(ramp).save(tmp_path / "depth16.png")
+    with Image.open(tmp_path / "depth16.png") as img:
+        assert img.mode.startswith("I"), img.mode                            # Pillow keeps the 16 bits
+    rgb = read_image(tmp_path / "depth16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (30, 40, 3)
+    expected = np.round(ramp / 65535 * 255).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    assert (rgb == 255).mean() < 0.01                                         # not clipped to white
+
+
+def test_a_32_bit_image_of_unknown_range_is_refused_by_name(tmp_path):
+    from PIL import Image
+
+    from danet.inference import read_image
+
+    Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=r"float\.tiff.*mode 'F'"):
+        read_image(tmp_path / "float.tiff")
+
+
+def test_a_huge_image_is_refused_before_decoding_with_an_override(tmp_path, capsys):
+    from PIL import Image
+
+    from danet.inference import DEFAULT_MAX_PIXELS, read_image
+
+    Image.new("L", (6000, 6000)).save(tmp_path / "huge.png")                 # 36 Mpixel, a small file
+    assert 6000 * 6000 > DEFAULT_MAX_PIXELS
+    with pytest.raises(ValueError, match=r"huge\.png.*6000×6000.*--max-pixels"):
+        read_image(tmp_path / "huge.png")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (20, 10)).save(small)
+    with pytest.raises(ValueError, match=r"small\.png.*10×20"):
+        read_image(small, max_pixels=100)
+    assert read_image(small, max_pixels=200).shape == (10, 20, 3)
+    assert main(["predict", str(tmp_path / "huge.png"), "--checkpoint", "nowhere.pt",
+                 "--out", str(tmp_path / "o")]) == 1
+    assert "--max-pixels" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_pixels_lifts_the_limit_in_the_cli(tiny_state, tmp_path):
+    from PIL import Image
+
+    path = _save(tmp_path, tiny_state)
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    argv = ["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "o")]
+    assert main(argv + ["--max-pixels", "1000"]) == 1
+    assert main(argv + ["--max-pixels", "0"]) == 0
