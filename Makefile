@@ -41,9 +41,10 @@ test-fast: venv
 report: venv
 	$(VENV)/bin/luigi --module pipeline FullReport $(ARGS)
 
+# Jupyter refuses to run as root unless told: as root (a container, a VM) it is told.
 lab: venv
 	$(PY) -m pip install -e ".[test,lab]"
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: venv
 	$(PY) benchmarks/bench_attention.py

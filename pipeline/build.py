@@ -41,11 +41,41 @@ def prepare_dataset(name: str, preset: Preset, out_dir: str, data_root: str = ""
         check_data_root(name, data_root)
         root = str(datasets.prepare(name, data_root, download=False, progress=progress))
     else:
-        root = str(datasets.prepare(name, os.path.join(out_dir, "raw"), progress=progress))
+        root = str(download_dataset(name, out_dir, progress))
     counts = {split: cls(root, split).verify() for split in ("train", "val")}
     sizes = sorted({image_size(p) for p, _ in cls(root, "train").samples})
     return {"dataset": name, "data_dir": os.path.abspath(root), "num_classes": cls.NUM_CLASSES,
             "class_names": list(cls.CLASS_NAMES), "counts": counts, "train_image_sizes": sizes[:1000]}
+
+
+def download_dataset(name: str, out_dir: str, progress: bool = True):
+    """Download dataset ``name`` into ``out_dir/raw``. If that fails (no network, a server error), the
+    folders this call created are removed if empty and the error says how to get the data by hand."""
+    from pipeline.download import DownloadError
+
+    raw = os.path.join(out_dir, "raw")
+    created = [d for d in (out_dir, raw, os.path.join(raw, "downloads")) if not os.path.exists(d)]
+    try:
+        return datasets.prepare(name, raw, progress=progress)
+    except DownloadError as e:
+        for d in reversed(created):        # a kept .part (to resume) keeps its folders
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        raise DownloadError(f"{e}. {by_hand(name)}") from None
+
+
+def by_hand(name: str) -> str:
+    """How to fetch dataset ``name`` without the pipeline, and the ``--data-root`` to pass then."""
+    keys = ["voc2012", "sbd"] if name == "voc2012aug" else [name]
+    steps = []
+    for key in keys:
+        url = datasets.SOURCES[key]["url"]
+        if url.startswith("https://github.com/") and "/archive/" in url:   # a GitHub repository's archive
+            steps.append(f"git clone {url.split('/archive/')[0]} DIR")
+        else:
+            steps.append(f"download {url} and extract it into DIR")
+    return (f"To get the data by hand: {'; '.join(steps)}; then run again with --dataset {name} "
+            f"--data-root DIR (DIR any folder of yours)")
 
 
 def check_data_root(name: str, data_root: str) -> None:

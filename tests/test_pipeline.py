@@ -47,6 +47,14 @@ def test_full_report_files_and_figures(smoke_root):
         assert heading in page
 
 
+def test_the_report_path_is_announced(smoke_root, capsys):
+    from pipeline.command_line import announce
+
+    line = announce(["--module", "pipeline", "FullReport", "--preset", "smoke", "--pipeline-root", str(smoke_root)])
+    assert line == f"FullReport: {report_dir(smoke_root) / 'report.html'}"
+    assert capsys.readouterr().out.strip() == line
+
+
 def test_every_artifact_has_its_record(smoke_root):
     run = smoke_root / CODE_VERSION / "runs" / "synthetic" / "smoke" / "seed0"
     for a in ("none", "pam", "cam", "both"):

@@ -1,0 +1,57 @@
+"""`luigi --module pipeline ...` as a user types it: a bad parameter is one line and a non-zero exit,
+and a finished run names where its result is on the last line (pipeline.command_line)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def luigi(*args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *args, "--pipeline-root",
+                           str(tmp_path), "--pipeline-progress", "false"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--preset", "nosuch"], "unknown preset 'nosuch'"),
+    (["--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--overrides", "notjson"], "--overrides: expected a JSON object"),
+    (["--overrides", '{"iterations": -3}'], "iterations must be >= 1, got -3"),
+])
+def test_a_bad_parameter_is_one_line_and_a_failure(tmp_path, args, says):
+    res = luigi("FullReport", *args, tmp_path=tmp_path)
+    assert res.returncode == 40, res.stderr[-2000:]         # luigi.cfg [retcode] unhandled_exception
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) <= 3, res.stderr
+    assert says in lines[-1] and "Traceback" not in res.stderr and "Uncaught exception" not in res.stderr
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_the_traceback_is_kept_under_log_level_debug(tmp_path):
+    res = luigi("FullReport", "--seed", "-1", "--log-level", "DEBUG", tmp_path=tmp_path)
+    assert res.returncode == 40
+    assert "Traceback" in res.stderr and "seed must be >= 0, got -1" in res.stderr
+
+
+def test_a_finished_run_prints_where_its_result_is_last(tmp_path):
+    res = luigi("PreparedDataset", "--preset", "smoke", tmp_path=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = res.stdout.strip().splitlines()[-1]
+    written = list(tmp_path.rglob("dataset.json"))
+    assert last == f"PreparedDataset: {written[0]}"
+    again = luigi("PreparedDataset", "--preset", "smoke", tmp_path=tmp_path)   # nothing to do: still named
+    assert again.stdout.strip().splitlines()[-1] == last
+
+
+def test_log_level_debug_is_read_from_the_command_line():
+    from pipeline import command_line
+
+    assert command_line.traceback_wanted(["FullReport", "--log-level", "DEBUG"])
+    assert command_line.traceback_wanted(["--log-level=DEBUG"])
+    assert not command_line.traceback_wanted(["--log-level", "INFO", "DEBUG"])
