@@ -2,9 +2,12 @@
 
 What is measured (random weights and data; throughput does not depend on them)
     * Training, the official recipe's shape: ResNet-50 and ResNet-101 DANet, output stride 8,
-      19 classes, crop 768×768, batch 8 (``--batch``), SGD with momentum, loss
+      19 classes, crop 768×768 (``--crop``; ``--train-sizes 512x1024,768x768`` for several, as
+      mmsegmentation's 512×1024 Cityscapes table), batch 8 (``--batch``), SGD with momentum, loss
       CE(fused) + CE(pam) + CE(cam) with ignore index 255. Images/s over ``--iters`` steps after
-      ``--warmup`` steps; peak ``torch.cuda.max_memory_allocated`` over those steps.
+      ``--warmup`` steps; peak ``torch.cuda.max_memory_allocated`` over those steps; the FLOPs of
+      one training image (forward + backward, counted by ``torch.utils.flop_counter`` on the meta
+      device) and so the TFLOP/s reached, to set against the GPU's peak.
       PAM ``--train-pam-impl`` (default ``explicit``, as the official code; N = 96² = 9,216).
     * Inference, batch 1, eval, ``torch.inference_mode``: a whole 1024×2048 Cityscapes image
       (N = 32,768; the explicit N×N matrix alone would be 4 GiB in float32) and 512×1024
@@ -20,7 +23,7 @@ mmsegmentation's published figures for DANet R-50-D8, 512×1024 Cityscapes, 40k 
 are printed beside ours as context: a different GPU, batch and code, so not a bar.
 
 Without a CUDA device the script prints "no CUDA device: nothing measured" and exits 0.
-Usage: ``python benchmarks/bench_gpu.py [--backbones resnet50,resnet101] [--batch 8] [--crop 768]
+Usage: ``python benchmarks/bench_gpu.py [--backbones resnet50,resnet101] [--batch 8] [--crop 768] [--train-sizes HxW,...]
 [--sizes 1024x2048,512x1024] [--iters 10] [--warmup 3] [--no-amp] [--channels-last] [--compile]
 [--skip-train] [--skip-infer] [--json out.json] [--device cpu]``. ``--device cpu`` is a smoke run of
 the code path (small sizes, no memory figures), not a measurement.
@@ -92,27 +95,40 @@ def check_softmax_float32(device: str) -> dict:
     return found
 
 
-def bench_train(backbone: str, args) -> dict:
+def train_flops_per_image(backbone: str, size: tuple[int, int]) -> float:
+    """FLOPs of one training image (forward and backward of the three logits' sum), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = DANet(NUM_CLASSES, backbone)
+        x = torch.randn(1, 3, *size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        sum(o.sum() for o in model(x)).backward()
+    return float(counter.get_total_flops())
+
+
+def bench_train(backbone: str, size: tuple[int, int], args) -> dict:
     torch.manual_seed(0)
     model, runner = _build(backbone, args.train_pam_impl, args)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9, weight_decay=1e-4)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = torch.randn(args.batch, 3, args.crop, args.crop, device=args.device).contiguous(memory_format=fmt)
-    y = torch.randint(0, NUM_CLASSES, (args.batch, args.crop, args.crop), device=args.device)
+    x = torch.randn(args.batch, 3, *size, device=args.device).contiguous(memory_format=fmt)
+    y = torch.randint(0, NUM_CLASSES, (args.batch, *size), device=args.device)
     y[:, :16] = IGNORE_INDEX                                        # some ignored pixels, as in real labels
 
     def step():
         with _autocast(args.device, args.amp):
-            outputs = runner(x)                                     # 3 × (B, K, crop, crop)
+            outputs = runner(x)                                     # 3 × (B, K, H, W)
         loss = sum(F.cross_entropy(o.float(), y, ignore_index=IGNORE_INDEX) for o in outputs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss
 
-    row = {"task": "train", "backbone": backbone, "batch": args.batch, "size": [args.crop, args.crop],
-           "pam_impl": model.head.sa.impl}
+    row = {"task": "train", "backbone": backbone, "batch": args.batch, "size": list(size),
+           "pam_impl": model.head.sa.impl, "tflop_per_image": train_flops_per_image(backbone, size) / 1e12}
     try:
         for _ in range(args.warmup):
             step()
@@ -125,6 +141,7 @@ def bench_train(backbone: str, args) -> dict:
         seconds = time.perf_counter() - t0
         row.update(images_per_s=args.batch * args.iters / seconds, seconds_per_iter=seconds / args.iters,
                    peak_gib=_peak_gib(args.device), loss=float(loss.detach()))
+        row["tflop_per_s"] = row["images_per_s"] * row["tflop_per_image"]
     except torch.cuda.OutOfMemoryError as e:
         row.update(error=f"out of memory: {str(e).splitlines()[0]}")
     del model, runner, opt
@@ -168,19 +185,30 @@ def _print(result: dict) -> None:
           f"{'bf16 autocast' if result['amp'] else 'float32'}"
           f"{', channels_last' if result['channels_last'] else ''}{', torch.compile' if result['compile'] else ''}; "
           f"softmax dtypes under autocast: {result['softmax_check']}")
-    print(f"{'task':>6} {'backbone':>10} {'batch':>5} {'size':>10} {'PAM':>9} {'throughput':>16} {'peak GiB':>9}")
+    print(f"{'task':>6} {'backbone':>10} {'batch':>5} {'size':>10} {'PAM':>9} {'throughput':>30} {'peak GiB':>9}")
     for r in result["rows"]:
         size = f"{r['size'][0]}x{r['size'][1]}"
         if "error" in r:
             value, peak = r["error"][:40], "-"
         else:
-            value = (f"{r['images_per_s']:.2f} img/s" if r["task"] == "train" else f"{r['frames_per_s']:.2f} frames/s")
+            value = (f"{r['images_per_s']:.2f} img/s, {r['tflop_per_s']:.1f} TFLOP/s" if r["task"] == "train"
+                     else f"{r['frames_per_s']:.2f} frames/s")
             peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"{r['task']:>6} {r['backbone']:>10} {r['batch']:>5} {size:>10} {r['pam_impl']:>9} {value:>16} {peak:>9}")
+        print(f"{r['task']:>6} {r['backbone']:>10} {r['batch']:>5} {size:>10} {r['pam_impl']:>9} {value:>30} {peak:>9}")
     ref = MMSEG_REFERENCE
     print(f"Context, not a bar — {ref['source']}: {ref['model']} {ref['crop']} ({ref['dataset']}): "
           f"{ref['train_memory_gb']} GB training memory per GPU (their batch per GPU), "
           f"{ref['inference_fps']} inference fps on a {ref['gpu']}.")
+
+
+def _sizes(ap, flag: str, text: str) -> list[tuple[int, int]]:
+    try:
+        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
+        if not sizes or any(len(s) != 2 or min(s) < 8 for s in sizes):
+            raise ValueError
+    except ValueError:
+        ap.error(f"{flag}: expected HxW[,HxW...] with H, W >= 8, got {text!r}")
+    return sizes
 
 
 def main(argv=None) -> int:
@@ -188,6 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backbones", default="resnet50,resnet101")
     ap.add_argument("--batch", type=int, default=8, help="training batch (official recipe: 8)")
     ap.add_argument("--crop", type=int, default=768, help="training crop (official recipe: 768)")
+    ap.add_argument("--train-sizes", default=None, help="training crops HxW[,HxW...] (default: --crop square)")
     ap.add_argument("--sizes", default="1024x2048,512x1024", help="inference image sizes HxW")
     ap.add_argument("--pam-impl", default="sdpa", choices=("explicit", "chunked", "sdpa"),
                     help="PAM implementation for inference (default sdpa, memory-bounded)")
@@ -208,12 +237,8 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(NO_CUDA_MESSAGE)
         return 0
-    try:
-        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
-        if any(len(s) != 2 or min(s) < 8 for s in sizes):
-            raise ValueError
-    except ValueError:
-        ap.error(f"--sizes: expected HxW[,HxW...] with H, W >= 8, got {args.sizes!r}")
+    sizes = _sizes(ap, "--sizes", args.sizes)
+    train_sizes = _sizes(ap, "--train-sizes", args.train_sizes or f"{args.crop}x{args.crop}")
     backbones = [b for b in args.backbones.split(",") if b]
     torch.backends.cudnn.benchmark = True
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke run)",
@@ -223,7 +248,8 @@ def main(argv=None) -> int:
               "reference": MMSEG_REFERENCE, "rows": []}
     for backbone in backbones:
         if not args.skip_train:
-            result["rows"].append(bench_train(backbone, args))
+            for size in train_sizes:
+                result["rows"].append(bench_train(backbone, size, args))
         if not args.skip_infer:
             for size in sizes:
                 result["rows"].append(bench_infer(backbone, size, args))

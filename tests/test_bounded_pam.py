@@ -200,12 +200,26 @@ def test_bench_gpu_without_cuda_exits_cleanly():
     assert proc.stdout.strip() == "no CUDA device: nothing measured"
 
 
-def test_bench_gpu_code_path_runs_on_cpu():
-    """The GPU benchmark's train and inference loops, smoke-run on the CPU with the tiny backbone."""
+def test_bench_gpu_code_path_runs_on_cpu(tmp_path):
+    """The GPU benchmark's train and inference loops, smoke-run on the CPU with the tiny backbone:
+    a row per training size and per inference size, each with its figures, written to --json."""
+    import json
+
     from benchmarks import bench_gpu
-    rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "2", "--crop", "32",
-                         "--sizes", "32x64", "--iters", "1", "--warmup", "0", "--pam-impl", "chunked"])
+    rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "2", "--train-sizes", "32x64,32x32",
+                         "--sizes", "32x64", "--iters", "1", "--warmup", "0", "--pam-impl", "chunked",
+                         "--json", str(tmp_path / "gpu.json")])
     assert rc == 0
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["softmax_check"]["pam_softmax"] == result["softmax_check"]["cam_softmax"] == "torch.float32"
+    train = [r for r in result["rows"] if r["task"] == "train"]
+    infer = [r for r in result["rows"] if r["task"] == "infer"]
+    assert [r["size"] for r in train] == [[32, 64], [32, 32]] and [r["size"] for r in infer] == [[32, 64]]
+    for r in train:
+        assert r["images_per_s"] > 0 and np.isfinite(r["loss"]) and r["peak_gib"] is None
+        assert r["tflop_per_s"] == pytest.approx(r["images_per_s"] * r["tflop_per_image"])
+    assert train[0]["tflop_per_image"] == pytest.approx(2 * train[1]["tflop_per_image"], rel=0.1)  # twice the pixels
+    assert infer[0]["frames_per_s"] > 0 and infer[0]["logits_finite"] and infer[0]["N"] == 4 * 8
 
 
 def _numpy_peak_bytes(fn):
