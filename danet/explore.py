@@ -10,11 +10,13 @@ How the numbers are made
     * predictions and backbone features from one forward pass (:func:`danet.inference.predict`);
     * PAM rows for the query grid with :func:`danet.inference.pam_row_blocks`, ``QUERY_BLOCK``
       rows at a time (never the N×N matrix): every feature cell, or every s-th cell in both
-      directions, s the smallest stride whose rows fit ``ROW_ELEMENTS`` numbers;
+      directions, s the smallest stride whose rows fit ``ROW_ELEMENTS`` numbers and, deflated
+      and base64-encoded, :func:`row_bytes` (1.25 MiB at N = 4,096, at most 6 MiB);
     * each row r quantised to 8 bits with its own scale m = max_j r_j:
       q_j = round(255·r_j / m), shown as q_j·m/255, so |shown − r_j| ≤ m/510 (half a step m/255);
-    * the quantised rows (and the CAM matrix, quantised the same way) deflate-compressed and
-      base64-encoded; the page inflates them with the browser's ``DecompressionStream``.
+    * the quantised rows (and the CAM matrix, quantised the same way) deflate-compressed block by
+      block as they are computed, and base64-encoded; the page inflates them with the browser's
+      ``DecompressionStream``.
 
 Python API: :func:`explorer_html` (model, uint8 image → the page as a string),
 :func:`write_explorer` (→ a file, written atomically), :func:`iframe` (the page as an
@@ -33,7 +35,9 @@ from importlib import resources
 import numpy as np
 import torch
 
-ROW_ELEMENTS = 6 * 2**20   # at most this many PAM-row numbers on one page (6 MiB at 8 bits, before deflate)
+ROW_ELEMENTS = 64 * 2**20  # at most this many PAM-row numbers per page (64 MiB at 8 bits, before deflate)
+ROW_BYTES_PER_CELL = 320   # encoded-row budget per feature cell: 1.25 MiB for N = 4,096 (a 512×512 image) ...
+MIN_ROW_BYTES, MAX_ROW_BYTES = 2**18, 6 * 2**20   # ... within 256 KiB and 6 MiB (reached at N = 19,661)
 QUERY_BLOCK = 256          # PAM rows computed at once: at most QUERY_BLOCK × N of S in memory
 OVERLAY_ALPHA = 0.55
 
@@ -109,7 +113,8 @@ def _forward(model, image: np.ndarray):
 
     hook = model.register_forward_hook(catch)
     try:
-        _, A = predict(model, normalize(image))                       # (1, K, H, W), (1, C_in, h, w)
+        dtype = next(model.parameters()).dtype                         # a float64 model gets a float64 image
+        _, A = predict(model, normalize(image, dtype))                # (1, K, H, W), (1, C_in, h, w)
     finally:
         hook.remove()
     return dict(zip(BRANCHES[model.head.attention], caught["labels"])), caught["K"], A
@@ -145,23 +150,47 @@ def _branch(label: np.ndarray, names, palette) -> dict:
     return {"png": _image_uri(img, "PNG", optimize=True), "legend": legend}
 
 
-def _pam_data(model, A: torch.Tensor, budget: int) -> dict | None:
-    """The quantised PAM rows of the query grid, computed QUERY_BLOCK rows at a time."""
+def _packed_rows(model, A: torch.Tensor, cells, max_bytes: int) -> tuple[str, np.ndarray] | None:
+    """The quantised rows of ``cells``, deflated block by block as they are computed, base64-encoded,
+    and their scales; None as soon as the encoded rows would exceed ``max_bytes``."""
     from danet.inference import pam_row_blocks
 
+    deflate, parts, scales, size = zlib.compressobj(6), [], [], 0
+    for block in pam_row_blocks(model, A, cells, QUERY_BLOCK):        # (n, h, w)
+        codes, m = quantise_rows(block.reshape(len(block), -1).numpy())
+        parts.append(deflate.compress(codes.tobytes()))
+        scales.append(m)
+        size += len(parts[-1])
+        if 4 * size / 3 > max_bytes:
+            return None
+    parts.append(deflate.flush())
+    encoded = base64.b64encode(b"".join(parts)).decode("ascii")
+    return (encoded, np.concatenate(scales)) if len(encoded) <= max_bytes else None
+
+
+def row_bytes(N: int) -> int:
+    """The page's budget for its encoded PAM rows: ROW_BYTES_PER_CELL · N, within [MIN_ROW_BYTES, MAX_ROW_BYTES]."""
+    return int(min(max(ROW_BYTES_PER_CELL * N, MIN_ROW_BYTES), MAX_ROW_BYTES))
+
+
+def _pam_data(model, A: torch.Tensor, budget: int, max_bytes: int | None) -> dict | None:
+    """The quantised PAM rows of the finest query grid that fits: at most ``budget`` numbers and,
+    deflated and encoded, at most ``max_bytes`` (default :func:`row_bytes`); the stride grows until both hold."""
     if not hasattr(model.head, "sa"):
         return None
     h, w = A.shape[2:]
+    max_bytes = max_bytes or row_bytes(h * w)
     s = query_stride(h, w, budget)
-    qi, qj = query_grid(h, w, s)
-    cells = [(i, j) for i in qi for j in qj]
-    codes, scales = [], []
-    for block in pam_row_blocks(model, A, cells, QUERY_BLOCK):      # (n, h, w)
-        c, m = quantise_rows(block.reshape(len(block), h * w).numpy())
-        codes.append(c)
-        scales.append(m)
+    while True:
+        qi, qj = query_grid(h, w, s)
+        packed = _packed_rows(model, A, [(i, j) for i in qi for j in qj], max_bytes)
+        if packed is not None or (s >= h and s >= w):
+            break
+        s += 1
+    if packed is None:
+        raise ValueError(f"explorer: even one PAM row of N = {h * w} cells exceeds {max_bytes} bytes")
     return {"gamma": model.gammas()["gamma_pam"], "stride": s, "qi": qi, "qj": qj,
-            "codes": _pack(np.concatenate(codes), deflate=True), "scales": _pack(np.concatenate(scales))}
+            "codes": packed[0], "scales": _pack(packed[1])}
 
 
 def _cam_data(model, A: torch.Tensor) -> dict | None:
@@ -177,7 +206,7 @@ def _cam_data(model, A: torch.Tensor) -> dict | None:
 
 
 def explorer_data(model, image: np.ndarray, names=None, palette=None, title: str = "", source: str = "",
-                  budget: int = ROW_ELEMENTS) -> dict:
+                  budget: int = ROW_ELEMENTS, max_bytes: int | None = None) -> dict:
     """Everything the page shows of one uint8 (H, W, 3) image, as JSON-ready values (module docstring)."""
     from PIL import Image
 
@@ -190,7 +219,7 @@ def explorer_data(model, image: np.ndarray, names=None, palette=None, title: str
         _, names, palette = class_set(None, K)
     rows, cols = _cell_maps(model, H, W, h, w)
     first = next(iter(labels.values()))                                # fused for a DANet
-    pam, cam = _pam_data(model, A, budget), _cam_data(model, A)
+    pam, cam = _pam_data(model, A, budget, max_bytes), _cam_data(model, A)
     grid = "no PAM" if pam is None else (f"{len(pam['qi'])}×{len(pam['qj'])} query cells "
                                          + ("(every feature cell)" if pam["stride"] == 1 else
                                             f"(every {pam['stride']}th cell in both directions)"))

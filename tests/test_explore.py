@@ -93,14 +93,18 @@ def test_quantised_rows_are_within_half_a_step(rows):
     assert (codes.max(axis=1)[scale > 0] == 255).all(), "each row's maximum must use the full 8 bits"
 
 
-@pytest.mark.parametrize("budget", [None, 60 * 192], ids=["every cell", "stride 2"])
-def test_page_rows_equal_refimpl_rows_within_half_a_step(tiny, budget):
+@pytest.mark.parametrize("limits,stride", [({}, 1), ({"budget": 60 * 192}, 2), ({"max_bytes": 3000}, None)],
+                         ids=["every cell", "stride 2 by numbers", "stride by bytes"])
+def test_page_rows_equal_refimpl_rows_within_half_a_step(tiny, limits, stride):
     h, w = tiny["h"], tiny["w"]
-    data = explorer_data(tiny["model"], tiny["image"], **({} if budget is None else {"budget": budget}))
+    data = explorer_data(tiny["model"], tiny["image"], **limits)
     pam = data["pam"]
-    s = query_stride(h, w, budget) if budget else 1
-    assert pam["stride"] == s and (pam["qi"], pam["qj"]) == query_grid(h, w, s)
-    assert s == (1 if budget is None else 2)
+    s = pam["stride"]
+    assert (pam["qi"], pam["qj"]) == query_grid(h, w, s)
+    if stride is not None:
+        assert s == stride
+    else:                                                                      # the bytes decided it
+        assert s > 1 and len(pam["codes"]) <= limits["max_bytes"]
     codes = unpack(pam["codes"], np.uint8, deflate=True).reshape(-1, h * w)     # (Q, N)
     scale = unpack(pam["scales"], np.float32)                                  # (Q,)
     cells = [i * w + j for i in pam["qi"] for j in pam["qj"]]
