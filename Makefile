@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 # without one). On Linux the CPU wheels carry the local version "+cpu" on PyTorch's CPU index; a
 # wheel pip already finds (a local wheel directory in pip's configuration) is used without asking it.
 $(VENV)/.installed: pyproject.toml Makefile
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 needed, found " + sys.version' 
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed (tomllib), found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if $(PY) -c 'import torch' 2>/dev/null; then \
 	  echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \

@@ -57,7 +57,7 @@ def atomic_path(path: str):
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
     try:
         yield tmp
         if os.path.isdir(tmp) and os.path.isdir(path):
@@ -68,6 +68,34 @@ def atomic_path(path: str):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+TMP_MARK = ".tmp-"   # atomic_path's temporaries: .<name>.tmp-<pid>
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove the temporaries of :func:`atomic_path` under ``directory`` (recursively) whose writer is
+    dead -- a ``kill -9`` during a write leaves ``.ckpt_000400.pt.tmp-<pid>`` behind -- and return them.
+    One whose process still runs (this one included) is kept: it may be being written."""
+    removed = []
+    for parent, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            pid = name.rpartition(TMP_MARK)[2]
+            if name.startswith(".") and TMP_MARK in name and pid.isdigit() and not _alive(int(pid)):
+                path = os.path.join(parent, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:    # another user's process
+        return True
+    return True
 
 
 def write_json(path: str, obj) -> None:

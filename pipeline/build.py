@@ -44,7 +44,10 @@ def prepare_dataset(name: str, preset: Preset, out_dir: str, data_root: str = ""
         root = str(download_dataset(name, out_dir, progress))
     counts = {split: cls(root, split).verify() for split in ("train", "val")}
     sizes = sorted({image_size(p) for p, _ in cls(root, "train").samples})
-    return {"dataset": name, "data_dir": os.path.abspath(root), "num_classes": cls.NUM_CLASSES,
+    inside = os.path.commonpath([os.path.abspath(root), os.path.abspath(out_dir)]) == os.path.abspath(out_dir)
+    # relative to the record when the data lives beside it, so that a copied artifact root reads its own copy
+    data_dir = os.path.relpath(root, out_dir) if inside else os.path.abspath(root)
+    return {"dataset": name, "data_dir": data_dir, "num_classes": cls.NUM_CLASSES,
             "class_names": list(cls.CLASS_NAMES), "counts": counts, "train_image_sizes": sizes[:1000]}
 
 
@@ -95,6 +98,17 @@ def image_size(path) -> tuple[int, int]:
 
     with Image.open(path) as img:
         return img.height, img.width
+
+
+def read_dataset(path) -> dict:
+    """A dataset record (``dataset.json``; a path or a Luigi target) with ``data_dir`` made absolute:
+    a relative one is relative to the record's own folder (generated or downloaded data), an absolute
+    one is a ``--data-root`` copy outside the artifact root."""
+    from pipeline.artifacts import read_json
+
+    record = read_json(path)
+    folder = os.path.dirname(os.path.abspath(getattr(path, "path", path)))
+    return {**record, "data_dir": os.path.normpath(os.path.join(folder, record["data_dir"]))}
 
 
 def load_dataset(record: dict, split: str, transform=None):

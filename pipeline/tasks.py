@@ -65,14 +65,25 @@ class PipelineConfig(luigi.Config):
         return "pipeline"
 
 
+def lock_name(task) -> str:
+    """The lock of a task: a hash of its output paths, not of its parameters -- two tasks whose
+    parameters differ but whose outputs are the same files (a default written out) take one lock."""
+    paths = sorted(os.path.abspath(t.path) for t in luigi.task.flatten(task.output()))
+    return f"{task.task_family}-" + hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+
+
 def exclusive(run):
-    """Run ``run`` under an exclusive lock on the task id, and skip the work if, once the lock is
-    held, the output is complete: two pipelines started at once on one root build each artifact
-    once, and the second reuses it."""
+    """Run ``run`` under an exclusive lock on its output paths (:func:`lock_name`), remove the
+    temporaries that a killed writer left in its output folders, and skip the work if, once the
+    lock is held, the output is complete: two pipelines started at once on one root build each
+    artifact once, and the second reuses it."""
 
     @functools.wraps(run)
     def wrapper(self):
-        with artifacts.exclusive_lock(self.root, self.task_id):
+        with artifacts.exclusive_lock(self.root, lock_name(self)):
+            for folder in {os.path.dirname(t.path) for t in luigi.task.flatten(self.output())}:
+                for path in artifacts.remove_stale_temporaries(folder):
+                    logger.info("removed %s, left by a writer that died", path)
             if self.complete():
                 logger.info("%s was completed by another process meanwhile; nothing to do", self.task_id)
                 return
@@ -96,7 +107,10 @@ class _Base(luigi.Task):
         self.get_preset()
         if getattr(self, "seed", 0) < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.data_root and self.dataset != "synthetic":
+        if self.data_root and self.dataset == "synthetic":
+            raise ValueError(f"--data-root {self.data_root!r}: dataset 'synthetic' is generated, it reads no "
+                             f"--data-root; name the dataset that lives there (--dataset camvid, ...)")
+        if self.data_root:
             build.check_data_root(self.dataset, self.data_root)
 
     @property
@@ -214,7 +228,7 @@ class TrainedModel(_ModelTask):
         from pipeline.train import latest_checkpoint, train
 
         started = time.time()
-        data = read_json(self.input())
+        data = build.read_dataset(self.input())
         preset = self.get_preset()
         validate(preset, data.get("train_image_sizes"))
         torch.manual_seed(self.seed)
@@ -251,7 +265,7 @@ class Evaluation(_ModelTask):
         from pipeline.evaluate import evaluate
 
         started = time.time()
-        result = evaluate(self.load_model(self.input()["model"]), build.load_dataset(read_json(self.input()["data"]), "val"),
+        result = evaluate(self.load_model(self.input()["model"]), build.load_dataset(build.read_dataset(self.input()["data"]), "val"),
                           self.get_preset(), progress=self.progress, keep_predictions=6,
                           on_progress=self.report_progress("image"))
         predictions = result.pop("predictions")
@@ -297,7 +311,7 @@ class ReferenceCheck(_ModelTask):
             raise ValueError(f"ReferenceCheck needs attention='both' (the full head), got {self.attention!r}")
         started = time.time()
         result = reference_check(self.load_model(self.input()["model"]), self.input()["weights"].path,
-                                 build.load_dataset(read_json(self.input()["data"]), "val"),
+                                 build.load_dataset(build.read_dataset(self.input()["data"]), "val"),
                                  cam_variant=self.cam_variant)
         write_json(self.output().path, {**result, **self.record(started)})
 
@@ -347,7 +361,7 @@ class FullReport(_Base):
         inputs = self.input()
         runs = {a: {"dir": os.path.dirname(inputs["trained"][a].path), "train": read_json(inputs["trained"][a]),
                     "eval": read_json(inputs["evaluated"][a])} for a in ATTENTIONS}
-        html, summary = build_report(read_json(inputs["data"]), self.get_preset(), self.seed, runs,
+        html, summary = build_report(build.read_dataset(inputs["data"]), self.get_preset(), self.seed, runs,
                                      read_json(inputs["ablation"])["ablation"], read_json(inputs["parity"]),
                                      cam_variant="official")
         summary["report_seconds"] = round(time.time() - started, 3)

@@ -9,7 +9,8 @@ Every function mirrors a module of the authors' released code (github.com/junfu1
 - :func:`danet_head`              -- ``DANetHead``   (Sec. 3.4 of the paper)
 - :func:`conv2d`, :func:`batch_norm`, :func:`max_pool2d`, :func:`interpolate_bilinear`
                                   -- ``nn.Conv2d``, ``nn.BatchNorm2d`` (eval), ``nn.MaxPool2d``,
-                                     ``F.interpolate(mode="bilinear")`` (both ``align_corners``)
+                                     ``F.interpolate(mode="bilinear")`` (both ``align_corners``),
+                                     all in ``refimpl.layers``, with :func:`check_features`
 - :func:`resnet`                  -- the dilated ResNet backbone (``danet.ResNet``)
 - :func:`danet_forward`           -- the whole network (``danet.DANet``): image -> (fused, pam, cam)
 - :func:`load_npz`, :func:`check_weights` -- weights keyed by the torch ``state_dict`` names.
@@ -17,9 +18,9 @@ Every function mirrors a module of the authors' released code (github.com/junfu1
 
 from refimpl.attention import channel_attention, position_attention, softmax
 from refimpl.backbone import resnet, resnet_weight_shapes
-from refimpl.head import batch_norm, conv2d, danet_head, head_weight_shapes
+from refimpl.head import danet_head, head_weight_shapes
+from refimpl.layers import batch_norm, check_features, conv2d, interpolate_bilinear, max_pool2d
 from refimpl.network import danet_forward, danet_weight_shapes
-from refimpl.resample import interpolate_bilinear, max_pool2d
 from refimpl.weights import WeightError, check_weights, load_npz
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "danet_head",
     "conv2d",
     "batch_norm",
+    "check_features",
     "head_weight_shapes",
     "load_npz",
     "check_weights",

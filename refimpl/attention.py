@@ -16,6 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
+from refimpl.layers import DTYPES, check_features
 from refimpl.weights import check_weights
 
 def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
@@ -28,9 +29,13 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     multiplied by exp(-m)) but keeps every exponent <= 0, so exp never overflows; the largest
     term is exp(0) = 1, so the denominator is >= 1 and never underflows to 0.
 
+    A NaN or +inf anywhere in a row, or a row of only -inf, would make the whole row NaN: it is
+    refused, as the PAM refuses a non-finite feature map (checked on the row maxima m, no extra
+    pass). A -inf beside finite values is a mask: its weight is exactly 0.
+
     Parameters
     ----------
-    x : ndarray of floats, any shape.
+    x : ndarray, float32 or float64 (float16 is refused, as everywhere in ``refimpl``), any shape.
     axis : the axis that sums to one.
     out : optional array to write into; ``out=x`` computes in place (no N x N temporary, which
         matters for the PAM's attention matrix).
@@ -42,34 +47,22 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"softmax: x must be a floating-point array, got dtype {x.dtype}")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"softmax: x must be float32 or float64, got dtype {x.dtype}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"softmax: axis must be an int in [-{x.ndim}, {x.ndim}) for x of shape {x.shape}, "
                          f"got {axis!r}")
     if out is not None and (not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != x.dtype):
         raise ValueError(f"softmax: out must be an array of x's shape {x.shape} and dtype {x.dtype}, got "
                          f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}".rstrip())
-    e = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)  # every exponent <= 0
+    m = x.max(axis=axis, keepdims=True)                            # NaN if the row holds a NaN
+    bad = m.size - np.count_nonzero(np.isfinite(m))
+    if bad:
+        raise ValueError(f"softmax: x holds NaN or +inf (or a row of only -inf) in {bad} of {m.size} rows")
+    e = np.subtract(x, m, out=out)                                 # every exponent <= 0
     np.exp(e, out=e)
     e *= 1 / e.sum(axis=axis, keepdims=True)                       # one reciprocal per row
     return e
-
-
-def _check_features(A, where: str, finite: bool = True) -> tuple[int, int, int, int]:
-    """Validate a feature map A of shape (B, C, H, W) and return its shape.
-
-    A NaN or inf in A is refused rather than propagated: through the softmax one bad position
-    turns every output position into NaN, and a reference must say where a result went wrong.
-    ``finite=False`` skips that full pass (convolutions inside the network check type and shape only).
-    """
-    if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
-        raise TypeError(f"{where}: x must be a floating-point numpy array, got {type(A).__name__}"
-                        + (f" of dtype {A.dtype}" if isinstance(A, np.ndarray) else ""))
-    if A.ndim != 4:
-        raise ValueError(f"{where}: x must have shape (B, C, H, W), got {A.ndim} dimensions {A.shape}")
-    bad = A.size - np.count_nonzero(np.isfinite(A)) if finite else 0
-    if bad:
-        raise ValueError(f"{where}: x holds {bad} non-finite values (NaN or inf) out of {A.size}")
-    return A.shape
 
 
 def _gamma(weights: Mapping[str, np.ndarray], where: str, dtype) -> np.ndarray:
@@ -145,7 +138,7 @@ def position_attention(x, weights, *, chunk_size=None, return_attention=False,
     out : ndarray (B, C, H, W), x's dtype; then S and/or the intermediates if asked for.
     """
     where = "position_attention"
-    nb, C, H, W = _check_features(x, where)
+    nb, C, H, W = check_features(x, where)
     # C' (the query/key width) is C // 8 in DANet; take it from the weights so other reductions work.
     q = weights.get("query_conv.weight") if hasattr(weights, "get") else None
     Cr = int(np.shape(q)[0]) if q is not None and np.ndim(q) == 4 else max(C // 8, 1)
@@ -246,7 +239,7 @@ def channel_attention(x, weights, *, variant="official", return_attention=False,
     out : ndarray (B, C, H, W), x's dtype; then the attention and/or intermediates if asked for.
     """
     where = "channel_attention"
-    nb, C, H, W = _check_features(x, where)
+    nb, C, H, W = check_features(x, where)
     if variant not in CAM_VARIANTS:
         raise ValueError(f"{where}: variant must be one of {CAM_VARIANTS}, got {variant!r}")
     check_weights(weights, {"gamma": (1,)}, where=f"{where} weights")

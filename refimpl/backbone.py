@@ -25,9 +25,8 @@ from typing import Mapping
 
 import numpy as np
 
-from refimpl.head import batch_norm, conv2d
-from refimpl.resample import max_pool2d
-from refimpl.weights import WeightError, check_weights
+from refimpl.layers import batch_norm, conv2d, max_pool2d
+from refimpl.weights import WeightError, check_weights, without_counters
 
 EXPANSION = {"basic": 1, "bottleneck": 4}   # output channels of a block = width x expansion
 STEMS = ("plain", "deep")
@@ -210,7 +209,7 @@ def resnet(x, weights: Mapping[str, np.ndarray], *, output_stride: int = 8, mult
     A : ndarray (B, C_out, H, W), x's dtype; then the stages dict if asked for.
     """
     arch = infer_arch(weights)
-    check_weights({k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")},
+    check_weights(without_counters(weights),
                   resnet_weight_shapes(arch["block"], arch["blocks"], arch["widths"], arch["stem"],
                                        arch["stem_width"], output_stride), where="resnet weights")
     block = basic_block if arch["block"] == "basic" else bottleneck

@@ -25,8 +25,8 @@ import numpy as np
 from refimpl.attention import CAM_VARIANTS
 from refimpl.backbone import ARCHS, EXPANSION, STEMS, infer_arch, resnet, resnet_weight_shapes, stage_plan
 from refimpl.head import danet_head, head_weight_shapes, sub_weights
-from refimpl.resample import interpolate_bilinear
-from refimpl.weights import WeightError, check_weights
+from refimpl.layers import interpolate_bilinear
+from refimpl.weights import WeightError, check_weights, without_counters
 
 
 def danet_weight_shapes(num_classes: int, backbone: str = "resnet50", *, stem: str = "plain",
@@ -109,7 +109,7 @@ def danet_forward(image, weights: Mapping[str, np.ndarray], *, backbone: str | N
                          f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")
     if cam_variant not in CAM_VARIANTS:
         raise ValueError(f"{where}: cam_variant must be one of {CAM_VARIANTS}, got {cam_variant!r}")
-    weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+    weights = without_counters(weights)
     block, blocks, widths, stem, stem_width = _architecture(weights, backbone, stem, stem_width)
     stage_plan(blocks, output_stride, multi_grid, dilated)          # refuses a bad output_stride / multi_grid
     if "head.conv6.1.weight" not in weights:                        # it fixes the number of classes K

@@ -18,6 +18,12 @@ class WeightError(ValueError):
     """A weight mapping or file does not match what the model expects."""
 
 
+def without_counters(weights: Mapping[str, np.ndarray]) -> dict:
+    """The weights without BatchNorm's ``num_batches_tracked`` counters: a torch ``state_dict`` holds
+    them, but they never enter an inference forward, so no shape table of ``refimpl`` lists them."""
+    return {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+
+
 def check_weights(
     weights: Mapping[str, np.ndarray],
     expected: Mapping[str, tuple],
@@ -82,6 +88,5 @@ def load_npz(path: str | os.PathLike, expected: Mapping[str, tuple] | None = Non
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise WeightError(f"'{path}' is not a readable .npz archive: {err}") from err
     if expected is not None:
-        extras = {k for k in weights if k.endswith("num_batches_tracked")}
-        check_weights({k: v for k, v in weights.items() if k not in extras}, expected, where=path)
+        check_weights(without_counters(weights), expected, where=path)
     return weights

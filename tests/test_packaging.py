@@ -44,3 +44,19 @@ def test_environment_yml_matches_pyproject():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def _minimum(spec: str) -> tuple:
+    return tuple(int(n) for n in re.search(r">=\s*(\d+)\.(\d+)", spec).groups())
+
+
+def test_requires_python_is_true():
+    """pyproject's requires-python and the Makefile's check are the same version, and no older than
+    what the code imports needs (tomllib is 3.11+)."""
+    claimed = _minimum(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
+    checked = re.search(r"sys\.version_info >= \((\d+), (\d+)\)", (ROOT / "Makefile").read_text())
+    assert checked and tuple(map(int, checked.groups())) == claimed, "the Makefile checks another version"
+    sources = [p for d in ("refimpl", "danet", "pipeline", "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+    uses = [p.name for p in sources if re.search(r"^\s*(import tomllib|from tomllib)", p.read_text(), re.M)]
+    if uses:
+        assert claimed >= (3, 11), f"{uses} import tomllib (Python 3.11+) but requires-python says {claimed}"

@@ -225,3 +225,47 @@ def test_batch_norm_refuses_statistics_of_wrong_shape(i, name):
     args[i] = np.ones(1)                                              # would broadcast silently
     with pytest.raises(ValueError, match=rf"batch_norm: {name} must have shape \(4,\)"):
         refimpl.batch_norm(X, *args)
+
+
+# ---- the layers: the same named checks (issue 18) ------------------------------------------------
+
+LAYERS = [("interpolate_bilinear", lambda x: refimpl.interpolate_bilinear(x, (5, 6), align_corners=True)),
+          ("max_pool2d", lambda x: refimpl.max_pool2d(x)),
+          ("conv2d", lambda x: refimpl.conv2d(x, np.ones((2, x.shape[1] if x.ndim == 4 else 1, 1, 1))))]
+
+
+@pytest.mark.parametrize("name,fn", LAYERS)
+def test_layers_refuse_integer_input(name, fn):
+    with pytest.raises(TypeError, match=rf"{name}: x must be a floating-point numpy array, got ndarray of dtype int64"):
+        fn(np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("name,fn", LAYERS)
+def test_layers_refuse_wrong_rank(name, fn):
+    with pytest.raises(ValueError, match=rf"{name}: x must have shape \(B, C, H, W\), got 3 dimensions"):
+        fn(np.zeros((3, 4, 4)))
+
+
+@pytest.mark.parametrize("name,fn", LAYERS + [
+    ("position_attention", lambda x: refimpl.position_attention(x, pam_weights(C=x.shape[1]))),
+    ("channel_attention", lambda x: refimpl.channel_attention(x, CAM_W))])
+def test_float16_is_refused_by_name(name, fn):
+    with pytest.raises(TypeError, match=rf"{name}: x must be float32 or float64, got dtype float16"):
+        fn(np.zeros((1, 16, 4, 4), np.float16))
+
+
+@pytest.mark.parametrize("bad,rows", [(np.nan, 1), (np.inf, 1)])
+def test_softmax_refuses_nan_and_inf_like_pam(bad, rows):
+    x = np.zeros((3, 4))
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"softmax: x holds NaN or \+inf \(or a row of only -inf\) in {rows} of 3 rows"):
+        refimpl.softmax(x)
+
+
+def test_softmax_keeps_minus_inf_as_a_mask():
+    x = np.array([[0.0, -np.inf, 0.0]])
+    np.testing.assert_allclose(refimpl.softmax(x), [[0.5, 0.0, 0.5]])
+    with pytest.raises(ValueError, match="softmax"):
+        refimpl.softmax(np.full((2, 2), -np.inf))
+    with pytest.raises(TypeError, match="softmax: x must be float32 or float64, got dtype float16"):
+        refimpl.softmax(np.zeros(3, np.float16))

@@ -58,18 +58,18 @@ def conv_problems(draw):
     x = draw(hnp.arrays(np.float64, (nb, C_in, H, W), elements=FLOATS))
     w = draw(hnp.arrays(np.float64, (C_out, C_in, k, k), elements=FLOATS))
     b = draw(st.none() | hnp.arrays(np.float64, (C_out,), elements=FLOATS))
-    depth = draw(st.sampled_from([1, 2, 5, refimpl.head._GEMM_DEPTH]))  # how many rows conv2d stacks per product
+    depth = draw(st.sampled_from([1, 2, 5, refimpl.layers._GEMM_DEPTH]))  # how many rows conv2d stacks per product
     return x, w, b, stride, padding, dilation, depth
 
 
 @given(conv_problems())
 def test_conv2d_matches_scipy_correlate(problem):
     x, w, b, stride, padding, dilation, depth = problem
-    saved, refimpl.head._GEMM_DEPTH = refimpl.head._GEMM_DEPTH, depth
+    saved, refimpl.layers._GEMM_DEPTH = refimpl.layers._GEMM_DEPTH, depth
     try:
         ours = refimpl.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
     finally:
-        refimpl.head._GEMM_DEPTH = saved
+        refimpl.layers._GEMM_DEPTH = saved
     want = conv_oracle(x, w, b, stride, padding, dilation)
     assert ours.shape == want.shape
     np.testing.assert_allclose(ours, want, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(want).max()))
@@ -82,7 +82,7 @@ def test_conv2d_matches_scipy_correlate(problem):
     (300, 1, 2, 0, 1),      # a strided 1x1 downsample shortcut
 ])
 def test_conv2d_resnet_shapes_match_scipy(C_in, k, stride, padding, dilation):
-    assert refimpl.head._GEMM_DEPTH == 1024, "the comments above count taps per product for 1024"
+    assert refimpl.layers._GEMM_DEPTH == 1024, "the comments above count taps per product for 1024"
     rng = np.random.default_rng(C_in + k)
     x = rng.standard_normal((1, C_in, 11, 9))
     w = rng.standard_normal((2, C_in, k, k))

@@ -152,3 +152,94 @@ def test_max_pixels_lifts_the_limit_in_the_cli(tiny_state, tmp_path):
     argv = ["predict", str(tmp_path / "img.png"), "--checkpoint", str(path), "--out", str(tmp_path / "o")]
     assert main(argv + ["--max-pixels", "1000"]) == 1
     assert main(argv + ["--max-pixels", "0"]) == 0
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def pipeline_root(tmp_path):
+    import luigi
+
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path / "A"))
+    config.set("pipeline", "progress", "false")
+    yield tmp_path / "A"
+    config.set("pipeline", "root", "artifacts")
+
+
+def test_a_copied_artifact_root_reads_its_own_data(pipeline_root, tmp_path):
+    import json
+    import shutil
+
+    import luigi
+
+    from pipeline import PreparedDataset, build
+
+    assert luigi.build([PreparedDataset(preset="smoke")], local_scheduler=True)
+    record_a = PreparedDataset(preset="smoke").output().path
+    assert json.loads(open(record_a).read())["data_dir"] == "."          # relative to the record
+    shutil.copytree(pipeline_root, tmp_path / "B")                        # cp -r A B, then A goes away
+    shutil.rmtree(pipeline_root)
+    record_b = str(tmp_path / "B" / os.path.relpath(record_a, pipeline_root))
+    record = build.read_dataset(record_b)
+    assert record["data_dir"] == os.path.dirname(record_b)
+    assert len(build.load_dataset(record, "train")) == 8
+
+
+def test_data_root_for_the_built_in_dataset_is_refused(pipeline_root):
+    from pipeline import PreparedDataset
+
+    with pytest.raises(ValueError, match=r"--data-root '/nonexistent': dataset 'synthetic' is generated"):
+        PreparedDataset(preset="smoke", data_root="/nonexistent")
+
+
+def _complete(task):
+    """Make a task look complete: its outputs exist."""
+    import luigi
+
+    for target in luigi.task.flatten(task.output()):
+        os.makedirs(os.path.dirname(target.path), exist_ok=True)
+        open(target.path, "w").write("{}")
+
+
+def test_the_task_lock_is_keyed_on_the_output_path(pipeline_root, monkeypatch):
+    import contextlib
+
+    from pipeline import TrainedModel, artifacts
+    from pipeline.presets import PRESETS
+
+    plain = TrainedModel(preset="smoke")
+    spelled_out = TrainedModel(preset="smoke", overrides={"iterations": PRESETS["smoke"].iterations})
+    assert plain.task_id != spelled_out.task_id and plain.output().path == spelled_out.output().path
+    taken = []
+    monkeypatch.setattr(artifacts, "exclusive_lock", lambda root, name: taken.append(name) or contextlib.nullcontext())
+    _complete(plain)
+    plain.run()
+    spelled_out.run()
+    assert len(taken) == 2 and taken[0] == taken[1]
+
+
+def test_a_task_start_removes_the_temporaries_of_dead_writers(pipeline_root):
+    import subprocess
+    import sys
+
+    from pipeline import TrainedModel
+
+    task = TrainedModel(preset="smoke")
+    _complete(task)
+    work = os.path.join(os.path.dirname(task.output().path), "work")
+    os.makedirs(work)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"dead": f".ckpt_000400.pt.tmp-{dead.pid}", "ours": f".ckpt_000800.pt.tmp-{os.getpid()}",
+                 "alive": f".metrics.jsonl.tmp-{alive.pid}"}
+        for name in names.values():
+            open(os.path.join(work, name), "wb").write(b"half a checkpoint")
+        task.run()
+        left = set(os.listdir(work))
+    finally:
+        alive.kill()
+    assert names["dead"] not in left
+    assert {names["ours"], names["alive"]} <= left
