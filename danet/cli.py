@@ -171,7 +171,7 @@ def run_predict(args) -> int:
                "num_classes": info.num_classes, "classes": set_name, "class_names": list(names),
                "sliding": list(args.sliding) if args.sliding else None, "flip": args.flip, "images": records}
     _write_json(os.path.join(args.out, "predictions.json"), summary)
-    print(f"danet predict: {len(records)} image(s) -> {args.out} (predictions.json)")
+    print(f"danet predict: {len(records)} image(s) -> {os.path.abspath(args.out)} (predictions.json)")
     return 0
 
 
@@ -198,6 +198,7 @@ def run_check(args) -> int:
           f"peak RSS {result['peak_rss_mib']:.0f} MiB")
     if args.json:
         _write_json(args.json, result)
+        print(f"danet check: result -> {os.path.abspath(args.json)}")
     return 0 if result["passed"] else 3
 
 
@@ -211,7 +212,7 @@ def run_export(args) -> int:
     model, info = _load(args)
     export_npz(model, args.out, dtype=None if args.dtype is None else getattr(np, args.dtype))
     print(f"danet export: {len(model.state_dict())} arrays of the {info.backbone} DANet ({info.format} "
-          f"checkpoint) -> {args.out}")
+          f"checkpoint) -> {os.path.abspath(args.out)}")
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from pipeline.artifacts import CODE_VERSION
+from pipeline.command_line import announce
 from pipeline.tasks import CheckpointReport
 from danet import DANet
 from tests.test_cli import scene
@@ -69,6 +70,9 @@ def test_report_has_every_figure_the_table_and_the_info(setup):
     assert summary["parity"]["float32"]["overall_max_rel_error"] <= 1e-4
     assert summary["gamma_pam"] == pytest.approx(0.6) and summary["info"]["num_classes"] == 4
     assert summary["params"]["images"] == str(tmp / "photos")
+    line = announce(["--module", "pipeline", "CheckpointReport", "--checkpoint", str(tmp / "tiny_danet.pt"),
+                     "--images", str(tmp / "photos"), "--classes", "4"])   # what `luigi` prints last
+    assert line == f"CheckpointReport: {out['html'].path}"
 
 
 def test_the_path_changes_with_the_images(setup):

@@ -80,9 +80,10 @@ def decode(rgb: np.ndarray, pal: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- predict
 
-def test_predict_writes_every_output(files, tmp_path):
+def test_predict_writes_every_output(files, tmp_path, capsys):
     d, out = files["dir"], tmp_path / "out"
     assert run("predict", d / "street.png", d / "room.jpg", "--checkpoint", d / "tiny.pt", "--out", out) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"danet predict: 2 image(s) -> {out} (predictions.json)"
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["classes"] == "generic" and summary["num_classes"] == K and summary["format"] == "project"
     assert [Path(r["file"]).name for r in summary["images"]] == ["street.png", "room.jpg"]
@@ -177,6 +178,7 @@ def test_check_numpy_against_torch(files, tmp_path, capsys, dtype, bar):
     assert set(result["seconds"]) == {"numpy", "torch"} and result["peak_rss_mib"] > 0
     table = capsys.readouterr().out
     assert "sa_feat" in table and "overall" in table and "within" in table
+    assert table.strip().splitlines()[-1] == f"danet check: result -> {tmp_path / 'check.json'}"
 
 
 def test_check_fails_when_the_reference_disagrees(files, tmp_path, monkeypatch, capsys):
@@ -198,9 +200,10 @@ def test_check_fails_when_the_reference_disagrees(files, tmp_path, monkeypatch, 
     assert "ABOVE" in capsys.readouterr().out
 
 
-def test_export_is_what_refimpl_runs(files, tmp_path):
+def test_export_is_what_refimpl_runs(files, tmp_path, capsys):
     d = files["dir"]
     assert run("export", "--checkpoint", d / "tiny.pt", "--out", tmp_path / "w.npz", "--dtype", "float64") == 0
+    assert capsys.readouterr().out.strip().endswith(f"-> {tmp_path / 'w.npz'}")
     weights = dict(np.load(tmp_path / "w.npz"))
     assert weights["head.sa.gamma"].dtype == np.float64 and weights["head.sa.gamma"][0] == pytest.approx(0.7)
     x = normalize(scene(40, 56, 0), torch.float64)
