@@ -80,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     common(p)
     p.add_argument("--classes", default=None, help="cityscapes | voc | ade20k | camvid | K (default: from the "
-                                                   "checkpoint if it records them, else K generic classes)")
+                                                   "checkpoint, or the params.json beside a project checkpoint, "
+                                                   "else K generic classes)")
     p.add_argument("--out", default="danet-predictions", help="output folder (default danet-predictions)")
     p.add_argument("--query", nargs="+", action="extend", type=_pair("--query", "Y,X"), metavar="Y,X",
-                   help="query pixels of the attention figure (default: three well-spread pixels)")
+                   help="query pixels of the attention figure (default: one on each large predicted region)")
     p.add_argument("--sliding", type=_sliding, metavar="CROP,STRIDE", help="sliding-window inference")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.set_defaults(run=run_predict)
@@ -134,7 +135,7 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
 
     from danet import figures
-    from danet.classes import class_set
+    from danet.classes import class_set, names_beside
     from danet.inference import histogram, predict_image, read_image
 
     stems = {}
@@ -150,8 +151,9 @@ def run_predict(args) -> int:
             if not (y < H and x < W):
                 raise UsageError(f"--query {y},{x} is outside image '{path}' of {H}×{W} pixels (H×W)")
     model, info = _load(args)
+    _warn_untrained(model)
     try:
-        set_name, names, palette = class_set(args.classes, info.num_classes, info.class_names)
+        set_name, names, palette = class_set(args.classes, info.num_classes, info.class_names or names_beside(args.checkpoint))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -182,6 +184,7 @@ def run_check(args) -> int:
 
     image = read_image(args.image)
     model, info = _load(args)
+    _warn_untrained(model)
     result = check(model, info, image, args.dtype)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["tolerance"] = TOLERANCE[args.dtype]
@@ -214,6 +217,12 @@ def run_export(args) -> int:
     print(f"danet export: {len(model.state_dict())} arrays of the {info.backbone} DANet ({info.format} "
           f"checkpoint) -> {os.path.abspath(args.out)}")
     return 0
+
+
+def _warn_untrained(model) -> None:
+    warning = model.untrained_attention()
+    if warning:
+        print(f"danet: warning: {warning}", file=sys.stderr)
 
 
 def _write_json(path: str, obj) -> None:

@@ -23,7 +23,7 @@ import refimpl
 from danet import DANet, to_mmseg_state_dict
 from danet.classes import CLASS_NAMES, generic_palette, palette
 from danet.cli import main
-from danet.inference import default_queries, feature_cell, normalize, pam_rows
+from danet.inference import feature_cell, normalize, pam_rows, region_queries
 from tests.test_network_parity import randomise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,8 @@ def test_predict_writes_every_output(files, tmp_path, capsys):
     for record, (H, W) in zip(summary["images"], [(40, 56), (48, 40)]):
         assert record["size"] == [H, W]
         assert sum(record["histogram"].values()) == H * W
-        assert record["queries"] == [list(q) for q in default_queries(H, W)]
+        labels = decode(np.array(Image.open(record["outputs"]["segmentation"])), generic_palette(K))
+        assert record["queries"] == [list(q) for q in region_queries(labels)]     # on predicted regions
         assert record["gamma_pam"] == pytest.approx(0.7) and record["beta_cam"] == pytest.approx(0.3)
         assert set(record["outputs"]) == {"segmentation", "overlay", "attention"}
         for kind, path in record["outputs"].items():
@@ -101,6 +102,39 @@ def test_predict_writes_every_output(files, tmp_path, capsys):
             assert im.size == (W, H) and im.mode == "RGB"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["predictions.json"] + [f"{s}_{k}.png" for s in ("street", "room") for k in ("segmentation", "overlay", "attention")])
+
+
+def test_default_queries_sit_on_the_large_predicted_regions():
+    label = np.zeros((20, 30), np.int64)
+    label[:, 20:] = 1                                                  # 1/3 of the image
+    label[2:18, 2:18] = 2                                              # a square, holding class 3's hole
+    label[8:12, 8:12] = 3                                              # 16 px: under 5 %, no query
+    queries = region_queries(label)
+    assert [label[y, x] for y, x in queries] == [2, 1, 0]              # largest first, each on its class
+    ring = np.zeros((21, 21), np.int64)
+    ring[3:18, 3:18] = 1
+    ring[6:15, 6:15] = 0                                               # class 1 is a ring: its centroid is a hole
+    assert all(ring[y, x] == c for (y, x), c in zip(region_queries(ring), (0, 1)))
+    assert len(region_queries(np.arange(600).reshape(20, 30) % 40)) == 1   # no large class: the largest still gets one
+
+
+def test_project_checkpoint_names_classes_from_its_params_json(files, tmp_path, capsys):
+    """A pipeline model.pt has a params.json beside it: its class names (and the built-in palette) are used,
+    and an untrained one (γ = β = 0) is warned about in predict and check."""
+    d, run_dir = files["dir"], tmp_path / "run"
+    run_dir.mkdir()
+    torch.save(DANet(4, "tiny").state_dict(), run_dir / "model.pt")
+    names = list(CLASS_NAMES["synthetic"])
+    (run_dir / "params.json").write_text(json.dumps({"num_classes": 4, "class_names": names}))
+    assert run("predict", d / "street.png", "--checkpoint", run_dir / "model.pt", "--out", tmp_path / "p") == 0
+    summary = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert summary["class_names"] == names and summary["classes"] == "synthetic"
+    decode(np.array(Image.open(tmp_path / "p" / "street_segmentation.png")), palette("synthetic"))
+    assert "danet: warning: γ (PAM) and β (CAM) are both 0" in capsys.readouterr().err
+    run("check", d / "street.png", "--checkpoint", run_dir / "model.pt", "--dtype", "float32")
+    assert "untrained" in capsys.readouterr().err
+    assert run("predict", d / "street.png", "--checkpoint", d / "tiny.pt", "--out", tmp_path / "q") == 0
+    assert "warning" not in capsys.readouterr().err                    # γ, β ≠ 0: nothing to warn about
 
 
 def test_segmentation_png_is_the_models_argmax(files, tmp_path):
