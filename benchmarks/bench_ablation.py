@@ -27,57 +27,13 @@ import time
 
 import luigi
 import numpy as np
-import torch
 
 import pipeline
 from pipeline.artifacts import read_json
 from pipeline.build import load_dataset
-from pipeline.evaluate import confusion_matrix, metrics_from_confusion
+from pipeline.knockout import key_share, knock_out
 
 KEYED = ("red-keyed shape", "blue-keyed shape")
-
-
-@torch.no_grad()
-def key_share(model, dataset) -> tuple[float, float]:
-    """(share of a shape cell's PAM row on the key cells, the key cells' share of all N cells), each a
-    mean over every shape cell of every scene; a cell's class is the label at its centre pixel."""
-    shares, areas = [], []
-    for i in range(len(dataset)):
-        image, label = dataset[i]
-        feat1 = model.head.conv5a(model.features(image[None]))          # (1, C_i, h, w)
-        S = model.head.sa.attention(feat1)[0].numpy()                    # (N, N)
-        h, w = feat1.shape[2:]
-        H, W = label.shape
-        cells = label.numpy()[(np.arange(h) * H // h + H // (2 * h))[:, None],
-                              (np.arange(w) * W // w + W // (2 * w))[None, :]].ravel()   # (N,)
-        for q in np.nonzero(np.isin(cells, [1, 2]))[0]:
-            shares.append(S[q, cells == 3].sum())
-            areas.append((cells == 3).mean())
-    return float(np.mean(shares)), float(np.mean(areas))
-
-
-@torch.no_grad()
-def keyed_iou(model, dataset) -> list[float]:
-    """IoU of the red-keyed and the blue-keyed class, fused output, whole images."""
-    k = dataset.NUM_CLASSES
-    conf = np.zeros((k, k), np.int64)
-    for i in range(len(dataset)):
-        image, label = dataset[i]
-        conf += confusion_matrix(model(image[None])[0].argmax(dim=1)[0].numpy(), label.numpy(), k)
-    iou = metrics_from_confusion(conf, dataset.CLASS_NAMES)["per_class_iou"]
-    return [iou[c] for c in KEYED]
-
-
-@torch.no_grad()
-def knock_out(model, dataset) -> dict:
-    """Keyed IoUs with PAM switched off (γ = 0: the identity) and with CAM switched off (β = 0)."""
-    result = {}
-    for name, scale in (("pam_off", model.head.sa.gamma), ("cam_off", model.head.sc.gamma)):
-        kept = scale.item()
-        scale.fill_(0.0)
-        result[name] = keyed_iou(model, dataset)
-        scale.fill_(kept)
-    return result
 
 
 def main(argv=None) -> dict:
@@ -123,7 +79,7 @@ def main(argv=None) -> dict:
             model = trained["both"].load_model(trained["both"].output())
             val = load_dataset(read_json(trained["both"].input()), "val")
             row["key_share"], row["key_area"] = key_share(model, val)
-            row.update(knock_out(model, val))
+            row.update({k: [iou[c] for c in KEYED] for k, iou in knock_out(model, val).items() if k != "full"})
         rows[s] = row
     print(f"{args.dataset}, preset {args.preset}: mIoU on the val split ({time.time() - t0:.0f} s)")
     if not synthetic:

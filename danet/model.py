@@ -72,6 +72,16 @@ class DANet(nn.Module):
         return {"gamma_pam": self.head.sa.gamma.item() if hasattr(self.head, "sa") else None,
                 "beta_cam": self.head.sc.gamma.item() if hasattr(self.head, "sc") else None}
 
+    def untrained_attention(self) -> str | None:
+        """A warning when the model has attention and every scale is exactly 0, as initialised: each
+        module is then the identity (γ·E + A = A), so the output does not depend on it; else None."""
+        scales = {k: v for k, v in self.gammas().items() if v is not None}
+        if not scales or any(v != 0.0 for v in scales.values()):
+            return None
+        return ("γ (PAM) and β (CAM) are both 0, as initialised: the attention modules are the identity (untrained), "
+                "so the output ignores them and a NumPy check proves nothing about PAM or CAM"
+                if len(scales) == 2 else "the attention scale is 0, as initialised: the module is the identity (untrained)")
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         size = x.shape[2:]
         outputs = self.head(self.pretrained(x))                           # each (B, K, H, W)

@@ -3,13 +3,14 @@
 Run it with ``luigi --module pipeline FullReport`` (``make report``). Modules, one way round:
 
 - ``tasks``      the task graph (Luigi): one task per artifact, requires -> output -> run
+- ``command_line``  one-line parameter errors and the result's path, under ``luigi`` only
 - ``artifacts``  paths, atomic writes, JSON, the environment record, the task lock
 - ``build``      datasets on disk, Dataset objects, models and checkpoints
-- ``train``, ``evaluate``, ``parity``, ``report``, ``checkpoint_report``   the work itself, on plain values
+- ``train``, ``evaluate``, ``parity``, ``knockout``, ``report``, ``checkpoint_report``   the work itself, on plain values
 - ``distributed``  data-parallel training processes (torchrun); ``datasets``, ``download``,
   ``synthetic``, ``presets``  the data and the recipes
 
-Only ``tasks`` imports Luigi. It is imported here when Luigi is already loaded -- as under
+Only ``tasks`` imports Luigi (and ``command_line``, what its command line prints around the work). It is imported here when Luigi is already loaded -- as under
 ``luigi --module pipeline``, which needs the task classes registered -- and on first access to a
 task name otherwise, so ``python -m pipeline.distributed`` and the library modules never load it.
 """

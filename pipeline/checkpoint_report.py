@@ -21,10 +21,10 @@ import numpy as np
 
 from danet import figures
 from danet.checkpoint import load_checkpoint
-from danet.classes import class_set
+from danet.classes import class_set, names_beside
 from danet.inference import check, histogram, predict_image, read_image
 from pipeline.artifacts import CODE_VERSION, environment
-from pipeline.report import html_img, html_table, png_uri
+from pipeline.report import html_img, html_page, html_table, legend_html, png_uri
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 BARS = {"float64": 1e-10, "float32": 1e-4}
@@ -62,6 +62,35 @@ def report_dir(root: str, checkpoint: str, key: str) -> str:
     return os.path.join(root, CODE_VERSION, "checkpoint-reports", f"{stem}-{key}")
 
 
+# CheckpointInfo's fields in words, in the table's order; a field not named here keeps its own name.
+INFO_WORDS = {"file": "file", "format": "format", "num_classes": "classes", "backbone": "backbone",
+              "stem": "stem", "stem_width": "stem width", "multi_grid": "multi-grid (layer4 dilations)",
+              "output_stride": "output stride", "align_corners": "upsampling align_corners",
+              "attention": "attention modules", "aux": "auxiliary head in the file",
+              "ignored": "keys ignored", "filled": "BatchNorm counters filled in",
+              "prefix_stripped": "key prefix stripped", "class_names": "class names in the file",
+              "sources": "where each setting came from"}
+
+
+def in_words(value) -> str:
+    """A CheckpointInfo value as a person writes it: none, yes/no, a list joined by commas, a mapping as
+    ``key: value`` pairs."""
+    if value is None or value == "" or (isinstance(value, (tuple, list, dict)) and not value):
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {in_words(v)}" for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return ", ".join(in_words(v) for v in value)
+    return str(value)
+
+
+def info_rows(info) -> list[list[str]]:
+    """The table rows of a :class:`danet.CheckpointInfo`: each field in words."""
+    return [[INFO_WORDS.get(k, k.replace("_", " ")), in_words(v)] for k, v in dataclasses.asdict(info).items()]
+
+
 def _resized(image: np.ndarray, longest: int) -> np.ndarray:
     from PIL import Image
 
@@ -78,10 +107,11 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
     from tqdm.auto import tqdm
 
     model, info = load_checkpoint(checkpoint, format, aux=False, pam_impl="chunked")
-    set_name, names, palette = class_set(classes or None, info.num_classes, info.class_names)
+    set_name, names, palette = class_set(classes or None, info.num_classes, info.class_names or names_beside(checkpoint))
     sections, records = [], []
-    info_rows = [[k, v] for k, v in dataclasses.asdict(info).items()]
-    sections.append(("Checkpoint", html_table(["CheckpointInfo", "value"], info_rows)
+    warning = model.untrained_attention()
+    sections.append(("Checkpoint", (f'<p class="warn">Warning: {html.escape(warning)}.</p>' if warning else "")
+                     + html_table(["checkpoint", "value"], info_rows(info))
                      + f"<p>Classes: <b>{html.escape(set_name)}</b> ({len(names)}). Learned scales: "
                      + ", ".join(f"{k} = {v:.4g}" for k, v in model.gammas().items() if v is not None) + ".</p>"))
 
@@ -97,6 +127,7 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
                          f"<p>Classes by area: {html.escape(top)}</p>"
                          + '<div class="row">' + html_img(png_uri(pngs["overlay"]), "overlay with legend")
                          + html_img(png_uri(pngs["segmentation"]), "colour segmentation") + "</div>"
+                         + legend_html(names, palette, [names.index(n) for n in hist])
                          + html_img(png_uri(pngs["attention"]), "attention: PAM rows and CAM matrix")))
 
     parity = None
@@ -122,13 +153,7 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "environment": environment()}
     title = f"DANet checkpoint report: {os.path.basename(checkpoint)}"
-    body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%;display:block;margin:.5em 0}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-th{{background:#f0f0f0}} .row{{display:flex;gap:1em;align-items:flex-start}}
-.row img[alt="overlay with legend"]{{max-width:68%}} .row img[alt="colour segmentation"]{{width:30%;image-rendering:pixelated}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>{len(images)} image(s), normalised with the ImageNet mean and std; whole-image inference, PAM in query blocks.</p>
-{body}</body></html>"""
+    intro = (f"<p>{len(images)} image(s), normalised with the ImageNet mean and std; whole-image inference, "
+             "PAM in query blocks.</p>")
+    page = html_page(title, intro, sections)
     return page, summary

@@ -16,11 +16,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from danet import figures  # noqa: E402
-from danet.head import ATTENTIONS  # noqa: E402
+from danet.classes import CLASS_NAMES, SYNTHETIC_COLOURS, class_set  # noqa: E402
 from danet.inference import cam_matrix, feature_cell, pam_rows  # noqa: E402
 from pipeline.artifacts import environment, read_jsonl  # noqa: E402
 from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from pipeline.knockout import cell_labels, key_share, knock_out  # noqa: E402
 
 # Paper, Table 1 (Cityscapes val, mIoU %): the ablation this pipeline repeats on its own data.
 PAPER_ABLATION = {
@@ -29,6 +30,9 @@ PAPER_ABLATION = {
     "both": {"miou": 76.34, "resnet101": 77.57},
 }
 LABELS = {"none": "dilated FCN (no attention)", "pam": "PAM only", "cam": "CAM only", "both": "DANet (PAM + CAM)"}
+MODELS = ("none", "pam", "cam", "both")            # baseline first, as the paper's Table 1
+MODEL_COLOURS = {"none": "#7f7f7f", "pam": "#ff7f0e", "cam": "#2ca02c", "both": "#9467bd"}
+KEYED = ("red-keyed shape", "blue-keyed shape")    # the built-in data's classes decided by the key
 
 
 def png_uri(data: bytes) -> str:
@@ -42,11 +46,6 @@ def _png(fig) -> str:
 
 def html_img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _palette(k: int) -> np.ndarray:
-    cmap = plt.get_cmap("tab20" if k > 10 else "tab10")
-    return (np.array([cmap(i % cmap.N)[:3] for i in range(k)]) * 255).astype(np.uint8)
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -87,12 +86,13 @@ def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, 
 @torch.no_grad()
 def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str):
     """Per image, the PAM attention row of one query pixel over the photo (the row computed at feature
-    resolution, q×N, by :func:`danet.inference.pam_rows`) and its share per class; the CAM matrix
-    averaged over the images, if the model has CAM. Returns (PAM figure URIs, CAM figure URI or
-    None, records, mean CAM matrix or None)."""
+    resolution, q×N, by :func:`danet.inference.pam_rows`) with its share per class beside each class's
+    share of the area; the CAM matrix averaged over the images, channels in clustered order
+    (:func:`cam_order`), if the model has CAM. Returns (PAM figure URIs, CAM figure URI or None,
+    records, mean CAM matrix in the original channel order or None)."""
     model.eval()
     k = dataset.NUM_CLASSES
-    uris, cams, records = [], [], []
+    uris, cams, energies, records = [], [], [], []
     for i in range(min(n_images, len(dataset))):
         image, label = dataset[i]
         A = model.features(image[None])                               # (1, C_in, h, w)
@@ -103,24 +103,39 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str
         cam = cam_matrix(model, A)                                    # (C_i, C_i) or None
         if cam is not None:
             cams.append(cam.numpy())
+            F_ = model.head.conv5c(A).flatten(2)[0]                   # (C_i, N)
+            energies.append((F_ @ F_.T).numpy())                      # X = A·Aᵀ (C_i, C_i)
         fig = figures.attention_figure(denormalize(image), queries, rows.numpy(), None, model.gammas(),
-                                       title=f"{title}: image {i}, query pixel at the white cross")
+                                       title=f"{title}: val image {i}, query pixel at the white cross")
         uris.append(_png(fig))
+        grid = cell_labels(label.numpy(), h, w)
         records.append({"image": i, "query_pixel": list(queries[0]), "max_attention": float(rows[0].max()),
-                        "attention_on_class": _mass_per_class(rows[0].numpy(), label.numpy(), k)})
+                        "attention_on_class": _mass_per_class(rows[0].numpy(), label.numpy(), k),
+                        "area_of_class": {str(c): float((grid == c).mean()) for c in range(k) if np.any(grid == c)}})
     if not cams:
         return uris, None, records, None
     cam = np.mean(cams, axis=0)                                       # (C_i, C_i)
-    fig = figures.attention_figure(denormalize(image), [], None, cam, model.gammas(),
-                                   title=f"{title}: CAM matrix, mean over {len(cams)} images")
+    order = cam_order(np.mean(energies, axis=0))
+    fig = figures.attention_figure(denormalize(image), [], None, cam[np.ix_(order, order)], model.gammas(),
+                                   title=f"{title}: CAM matrix, mean over {len(cams)} images, clustered channel order")
     return uris, _png(fig), records, cam
 
 
+def cam_order(X: np.ndarray) -> np.ndarray:
+    """A channel order that puts channels with similar energy rows X = A·Aᵀ (C, C) side by side: the
+    leaves of an average-linkage clustering of the rows (correlation distance)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    rows = X - X.mean(1, keepdims=True)
+    flat = np.linalg.norm(rows, axis=1) == 0                          # a constant row has no correlation
+    rows[flat] = np.random.default_rng(0).normal(size=(int(flat.sum()), X.shape[1])) * 1e-12
+    return leaves_list(linkage(rows, method="average", metric="correlation"))
+
+
 def _mass_per_class(row: np.ndarray, label: np.ndarray, k: int) -> dict:
-    """Share of one attention row (h, w) that falls on the feature cells of each class (majority label)."""
-    h, w = row.shape
-    H, W = label.shape
-    cells = label[(np.arange(h) * H // h + H // (2 * h))[:, None], (np.arange(w) * W // w + W // (2 * w))[None, :]]
+    """Share of one attention row (h, w) that falls on the feature cells of each class (the label at
+    each cell's centre pixel, :func:`pipeline.knockout.cell_labels`)."""
+    cells = cell_labels(label, *row.shape)
     return {str(c): float(row[cells == c].sum()) for c in range(k) if np.any(cells == c)}
 
 
@@ -130,167 +145,317 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
 
     ``data`` is a dataset record (dataset.json); ``runs`` maps each attention mode to
     ``{"dir": its model directory, "train": its params.json, "eval": its eval.json}``; ``ablation``
-    and ``parity`` are the contents of ablation.json and parity.json.
+    and ``parity`` are the contents of ablation.json and parity.json. The page tells the story in
+    order: the result, the per-class IoU of the four models, the images, which module carries the
+    key, what the attention looks at, training, the paper's numbers, the NumPy check, timings, set-up.
     """
-    val = load_dataset(data, "val")
-    k, names = data["num_classes"], data["class_names"]
-    synthetic = data["dataset"] == "synthetic"
+    ctx = _context(data, preset, runs, cam_variant)
+    model, pam_model, val = ctx["model"], ctx["pam_model"], ctx["val"]
+    knocked = knock_out(model, val)
+    pam_figs, cam_fig, records, cam = attention_figures(model, val, 3, ctx["synthetic"], "DANet")
+    pam_only_figs, _, pam_only_records, _ = attention_figures(pam_model, val, 3, ctx["synthetic"], "PAM-only model")
+    shares = ({"both": key_share(model, val), "pam": key_share(pam_model, val)} if ctx["synthetic"] else {})
+    g = {**model.gammas(), "pam_only_gamma": pam_model.gammas()["gamma_pam"]}
+    seconds = {a: training_seconds(r["train"]) for a, r in runs.items()}
+    sections = [
+        ("Per-class IoU of the four models", _per_class_section(ctx, ablation)),
+        ("Validation images", _samples_section(ctx)),
+        ("Which module carries the key", _carrier_section(ctx, g, knocked)),
+        ("What the attention looks at", _attention_section(ctx, g, shares, (pam_only_figs, pam_only_records),
+                                                           (pam_figs, records), cam_fig, cam_variant)),
+        ("Training curves", _curves_section(ctx)),
+        ("Paper ablation, Fu et al. Table 1: Cityscapes val, not this data", _paper_section()),
+        ("NumPy reference vs PyTorch on the trained model", _parity_section(parity)),
+        ("Timings", _timings_section(seconds, runs, parity)),
+        ("Dataset and configuration", _config_section(data, preset, seed, model)),
+        ("Environment", html_table(["item", "value"], [[k_, v] for k_, v in environment().items()])),
+    ]
+    gain = ablation["both"]["miou"] - ablation["none"]["miou"]
+    title = f"DANet report: {data['dataset']}, preset {preset.name}, seed {seed}"
+    page = html_page(title, _headline(ctx, ablation), sections)
+    summary = {
+        "dataset": data["dataset"], "preset": preset.as_dict(), "seed": seed, "environment": environment(),
+        "ablation": {a: {"miou": ablation[a]["miou"], "pixel_accuracy": ablation[a]["pixel_accuracy"]}
+                     for a in MODELS},
+        "per_class_iou_by_model": {a: ablation[a]["per_class_iou"] for a in MODELS},
+        "danet_minus_fcn_miou": gain, "per_class_iou": ctx["eval_both"]["per_class_iou"],
+        "metrics": {k_: ctx["eval_both"][k_] for k_ in ("miou", "pixel_accuracy")},
+        "parity": {dt: parity[dt] for dt in ("float64", "float32")}, "learned": g, "knock_out": knocked,
+        "carrier": carrier(ctx, knocked)[0], "key_share": shares,
+        "attention_queries": {"both": records, "pam": pam_only_records},
+        "paper_ablation_cityscapes": PAPER_ABLATION,
+        "timings": {a: {"train_seconds": seconds[a], "eval_task_seconds": runs[a]["eval"]["seconds"]}
+                    for a in MODELS},
+        "cam_matrix_shape": list(cam.shape),
+    }
+    return page, summary
+
+
+def _context(data: dict, preset, runs: dict, cam_variant: str) -> dict:
+    """What every section reads: the val split, the trained DANet and PAM-only models, names, palette,
+    the training logs and the kept predictions."""
+    k = data["num_classes"]
+    _, names, palette = class_set(None, k, data["class_names"])
 
     def trained(a):
         return load_trained(os.path.join(runs[a]["dir"], "model.pt"), preset, k, a, cam_variant)
 
-    model = trained("both")
-    eval_both = runs["both"]["eval"]
-    train_params = {a: r["train"] for a, r in runs.items()}
-    eval_params = {a: r["eval"] for a, r in runs.items()}
-    logs = {a: read_jsonl(os.path.join(r["dir"], "metrics.jsonl")) for a, r in runs.items()}
-    preds = {a: np.load(os.path.join(runs[a]["dir"], "predictions.npz"))["predictions"] for a in ("none", "both")}
+    synthetic = data["dataset"] == "synthetic"
+    return {"data": data, "val": load_dataset(data, "val"), "k": k, "names": list(names), "palette": palette,
+            "synthetic": synthetic, "keyed": [n for n in KEYED if n in names] if synthetic else [],
+            "model": trained("both"), "pam_model": trained("pam"), "eval_both": runs["both"]["eval"],
+            "logs": {a: read_jsonl(os.path.join(r["dir"], "metrics.jsonl")) for a, r in runs.items()},
+            "preds": {a: np.load(os.path.join(runs[a]["dir"], "predictions.npz"))["predictions"]
+                      for a in ("none", "both")}}
 
-    sections = []
-    # 1. dataset and configuration
-    sections.append(("Dataset and configuration", html_table(["item", "value"], [
-        ["dataset", data["dataset"]], ["classes", ", ".join(names)],
+
+def training_seconds(params: dict) -> float:
+    """A model's training time: the trainer's own clock, summed over every run that resumed it (the
+    task's ``seconds`` counts only its last run)."""
+    return float(params["train"].get("seconds", params["seconds"]))
+
+
+def class_order(ctx) -> list[str]:
+    """Class names, the keyed classes first on the built-in data (they are the story)."""
+    return ctx["keyed"] + [n for n in ctx["names"] if n not in ctx["keyed"]]
+
+
+def _headline(ctx, ablation) -> str:
+    gain = ablation["both"]["miou"] - ablation["none"]["miou"]
+    text = (f"Dual Attention Network (Fu et al., CVPR 2019) trained and evaluated by this project's Luigi "
+            f"pipeline. On the val split DANet reaches <b>{ablation['both']['miou']:.3f}</b> mIoU against the "
+            f"dilated FCN's <b>{ablation['none']['miou']:.3f}</b> ({gain:+.3f}).")
+    if ctx["keyed"]:
+        iou = {a: [ablation[a]["per_class_iou"][c] or 0.0 for c in ctx["keyed"]] for a in ("none", "both")}
+        text += (f" The keyed shapes, whose class only the key at the far end decides: FCN "
+                 f"{' / '.join(f'{v:.2f}' for v in iou['none'])}, DANet {' / '.join(f'{v:.2f}' for v in iou['both'])}"
+                 f" ({' / '.join(ctx['keyed'])}).")
+    return f"<p>{text}</p>"
+
+
+def _per_class_section(ctx, ablation) -> str:
+    order = class_order(ctx)
+    rows = [[c] + [_fmt(ablation[a]["per_class_iou"].get(c)) for a in MODELS] for c in order]
+    rows.append(["mIoU"] + [_fmt(ablation[a]["miou"]) for a in MODELS])
+    rows.append(["pixel accuracy"] + [_fmt(ablation[a]["pixel_accuracy"]) for a in MODELS])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(order) * 4 / 3 + 1.6), gridspec_kw={"width_ratios": [3, 2]})
+    y = np.arange(len(order))
+    for i, a in enumerate(MODELS):
+        axes[0].barh(y + (i - 1.5) * 0.2, [ablation[a]["per_class_iou"].get(c) or 0 for c in order], 0.2,
+                     label=LABELS[a], color=MODEL_COLOURS[a])
+    axes[0].set_yticks(y, order, fontsize=9)
+    axes[0].invert_yaxis()
+    axes[0].set_xlim(0, 1)
+    axes[0].set_xlabel("IoU on the val split")
+    axes[0].legend(fontsize=8, loc="lower right")
+    _confusion(axes[1], fig, ctx)
+    note = ("<p>The keyed classes come first: a local view cannot tell them apart, so they are where "
+            "attention must help; background and key are easy for every model.</p>" if ctx["keyed"] else "")
+    return (html_table(["class"] + [LABELS[a] for a in MODELS], rows) + note
+            + html_img(_png(fig), "per-class IoU of the four models and DANet's confusion matrix"))
+
+
+def _confusion(ax, fig, ctx) -> None:
+    k, names = ctx["k"], ctx["names"]
+    conf = np.array(ctx["eval_both"]["confusion"], dtype=np.float64)
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("DANet's confusion matrix (rows normalised)", fontsize=9)
+    fig.colorbar(im, ax=ax)
+
+
+def _samples_section(ctx) -> str:
+    """Photo, truth, FCN and DANet for a few val images: stacked full-width strips for wide scenes
+    (the built-in 32×384), a grid row per image otherwise."""
+    val, preds, palette = ctx["val"], ctx["preds"], ctx["palette"]
+    n = min(3, len(val), len(preds["both"]))
+    image0, _ = val[0]
+    H, W = image0.shape[1:]
+    panels = lambda i: [("photo", denormalize(val[i][0])),                              # noqa: E731
+                        ("ground truth", figures.colorize(val[i][1].numpy(), palette)),
+                        (LABELS["none"], figures.colorize(preds["none"][i], palette)),
+                        (LABELS["both"], figures.colorize(preds["both"][i], palette))]
+    wide = W >= 3 * H
+    shape = (4 * n, 1) if wide else (n, 4)
+    size = (14, 4 * n * (14 * H / W + 0.35)) if wide else (16, n * 4 * H / W + 0.8)
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
+    for i in range(n):
+        for j, (title, im) in enumerate(panels(i)):
+            ax = axes[4 * i + j, 0] if wide else axes[i, j]
+            ax.imshow(im, interpolation="nearest")
+            ax.set_title(f"val image {i}: {title}" if wide else title, fontsize=9, loc="left" if wide else "center")
+            ax.axis("off")
+    fig.tight_layout()
+    return (html_img(_png(fig), "validation images: photo, ground truth, FCN and DANet")
+            + legend_html(ctx["names"], palette) + _key_note(ctx))
+
+
+def legend_html(names, palette, present=None) -> str:
+    """A row of colour swatches with class names (only the classes in ``present``, if given)."""
+    keep = range(len(names)) if present is None else present
+    return "<p>" + " ".join(f'<span class="sw" style="background:rgb{tuple(int(v) for v in palette[c])}"></span>'
+                            f"{html.escape(names[c])}" for c in keep) + "</p>"
+
+
+def _key_note(ctx) -> str:
+    if not ctx["synthetic"]:
+        return ""
+    words = {name: word for name, (word, _) in zip(CLASS_NAMES["synthetic"], SYNTHETIC_COLOURS)}
+    return (f"<p>In the photo the key is the coloured stripe at one end: red makes every shape "
+            f"“red-keyed”, blue “blue-keyed”; the shapes themselves are the same gray either way. In the label "
+            f"maps the key is drawn {words['key']}, the red-keyed shapes {words['red-keyed shape']}, the blue-keyed "
+            f"shapes {words['blue-keyed shape']} and the background {words['background']}. An FCN that cannot see "
+            f"the key paints a scene's shapes with one guessed colour.</p>")
+
+
+def carrier(ctx, knocked: dict) -> tuple[str, dict]:
+    """(which module the fused output relies on, the measure per knock-out): the measure is the keyed
+    classes' mean IoU on the built-in data, the mIoU elsewhere; a module whose knock-out costs
+    less than 0.02 of it is not carrying anything."""
+    classes = ctx["keyed"] or [c for c in ctx["names"] if knocked["full"].get(c) is not None]
+
+    def measure(iou):
+        return float(np.mean([iou.get(c) or 0.0 for c in classes]))
+
+    m = {name: measure(iou) for name, iou in knocked.items()}
+    loss = {"PAM": m["full"] - m["pam_off"], "CAM": m["full"] - m["cam_off"]}
+    big = [name for name, v in loss.items() if v >= 0.02]
+    if not big:
+        return "neither", m
+    if len(big) == 2 and min(loss.values()) >= 0.5 * max(loss.values()):
+        return "both", m
+    return max(loss, key=loss.get), m
+
+
+def _carrier_section(ctx, g: dict, knocked: dict) -> str:
+    who, m = carrier(ctx, knocked)
+    what = "keyed shapes' mean IoU" if ctx["keyed"] else "mIoU"
+    verdict = {"neither": "neither module alone: either can be switched off at little cost",
+               "both": "both modules: switching off either costs much"}.get(who, f"<b>{who}</b>")
+    signs = [f"{sym} = {v:+.3f}" for sym, v in (("γ (PAM)", g["gamma_pam"]), ("β (CAM)", g["beta_cam"]))]
+    return (f"<p>DANet's learned scales: {', '.join(signs)}. A module adds its scale times its attended "
+            "features to its input (out = γ·E + A, β·Y + A); both start at 0. A negative scale subtracts the "
+            "attended features instead of adding them: the convolution that follows can use either sign, so "
+            "the sign says nothing of importance, and the size little more. What the network relies on shows "
+            "when a module is switched off (its scale set to 0, the module becomes the identity):</p>"
+            + html_table(["DANet", what], [["as trained", _fmt(m["full"])], ["PAM off (γ = 0)", _fmt(m["pam_off"])],
+                                           ["CAM off (β = 0)", _fmt(m["cam_off"])]])
+            + f"<p>In this run the key is carried by {verdict}. (Whole val images at their own size, fused "
+              "output.)</p>")
+
+
+def _attention_section(ctx, g, shares, pam_only, danet, cam_fig, cam_variant) -> str:
+    names = ctx["names"]
+
+    def share_table(records):
+        header = ["image", "query (y, x)"] + [f"{n}: attention / area" for n in names]
+        return html_table(header, [[r["image"], tuple(r["query_pixel"])]
+                                   + [f"{r['attention_on_class'].get(str(c), 0):.2f} / {r['area_of_class'].get(str(c), 0):.2f}"
+                                      for c in range(len(names))] for r in records])
+
+    text = ("<p>Each figure: the attention of one query pixel (white cross) over all positions -- one row of "
+            "S = softmax(BᵀC), at feature resolution, stretched over the photo; the cyan circle marks its peak. "
+            "The tables give the row's share on each class beside that class's share of the image area: "
+            "attention spread evenly would make the two equal.</p>")
+    for label, (who, gamma) in (("pam", ("PAM-only model", g["pam_only_gamma"])), ("both", ("DANet", g["gamma_pam"]))):
+        if label in shares:
+            share, area = shares[label]
+            text += (f"<p><b>{who}</b> (γ = {gamma:+.3f}): averaged over every keyed-shape cell of the val images, "
+                     f"its PAM puts <b>{share:.2f}</b> of its attention on the key, which covers {area:.2f} of the "
+                     f"cells ({share / max(area, 1e-12):.1f}× an even spread).</p>")
+    text += ("".join(html_img(u, "PAM attention row, PAM-only model") for u in pam_only[0]) + share_table(pam_only[1])
+             + "".join(html_img(u, "PAM attention row, DANet") for u in danet[0]) + share_table(danet[1]))
+    return text + (html_img(cam_fig, "CAM matrix") +
+                   f"<p>The CAM matrix, rows and columns in the same order: channels sorted by an average-linkage "
+                   "clustering of the energy X = A·Aᵀ (the order of channels in a network means nothing; sorted, "
+                   "channels with similar responses sit together and the blocks of the matrix show which groups "
+                   f"mix). CAM variant: <b>{cam_variant}</b>. The official code's softmax(rowmax(X) − X) equals "
+                   "softmax(−X): each channel attends most to the channels least similar to it; the paper's "
+                   "equation softmax(X) is the opposite.</p>")
+
+
+def _curves_section(ctx) -> str:
+    logs = ctx["logs"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+    for a in MODELS:
+        axes[0].plot([r["iteration"] for r in logs[a]], [r["loss_terms"][0] for r in logs[a]], label=LABELS[a],
+                     color=MODEL_COLOURS[a])
+    axes[0].set_title("main output's loss, every model", fontsize=9)
+    it = [r["iteration"] for r in logs["both"]]
+    for i, name in enumerate(("fused (main) output", "PAM output", "CAM output")):
+        axes[1].plot(it, [r["loss_terms"][i] for r in logs["both"]], label=name)
+    axes[1].set_title("DANet's three losses (training minimises their sum)", fontsize=9)
+    for ax in axes[:2]:
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("cross-entropy")
+        ax.legend(fontsize=8)
+    axes[2].plot(it, [r["gamma_pam"] for r in logs["both"]], label="γ (PAM)")
+    axes[2].plot(it, [r["beta_cam"] for r in logs["both"]], label="β (CAM)")
+    axes[2].axhline(0, color="#999", lw=0.8)
+    axes[2].set_xlabel("iteration")
+    axes[2].set_title("DANet's learned attention scales", fontsize=9)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return ("<p>Left: the loss of each model's main output, the one evaluated; DANet also trains two auxiliary "
+            "outputs (middle), one on PAM's branch and one on CAM's.</p>" + html_img(_png(fig), "training curves"))
+
+
+def _paper_section() -> str:
+    rows = [[LABELS[a], f"{PAPER_ABLATION[a]['miou']:.2f}",
+             f"{PAPER_ABLATION[a]['resnet101']:.2f}" if "resnet101" in PAPER_ABLATION[a] else "–"] for a in MODELS]
+    return ("<p>Fu et al., Table 1: the same four models on <b>Cityscapes val</b> (mIoU %, dilated ResNet, "
+            "full recipe). Another dataset and scale: a reference for the ordering, not a target for the numbers "
+            "above.</p>" + html_table(["model", "ResNet-50", "ResNet-101"], rows))
+
+
+def _parity_section(parity) -> str:
+    rows = []
+    for dt in ("float64", "float32"):
+        p = parity[dt]
+        for name, e in [("PAM", p["pam"]), ("CAM", p["cam"])] + [(f"head ({o})", e) for o, e in p["head"].items()]:
+            rows.append([dt, name, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}"])
+    return (f"<p>{parity['images']} val images, features {parity['feature_shape']}; relative error is "
+            "max|NumPy − torch| / max|torch|.</p>" + html_table(["dtype", "module", "max abs", "max rel"], rows))
+
+
+def _timings_section(seconds: dict, runs: dict, parity) -> str:
+    rows = [[LABELS[a], _fmt(seconds[a], 1), _fmt(runs[a]["eval"]["seconds"], 1)] for a in MODELS]
+    head = parity["float32"]["seconds"]
+    return (html_table(["model", "training (s, over every resumed run)", "evaluation (s)"], rows)
+            + f"<p>The trained head on the val features: NumPy {head['numpy_head']} s, torch {head['torch_head']} s.</p>")
+
+
+def _config_section(data, preset, seed, model) -> str:
+    return html_table(["item", "value"], [
+        ["dataset", data["dataset"]], ["classes", ", ".join(data["class_names"])],
         ["train / val images", f"{data['counts']['train']} / {data['counts']['val']}"],
         ["preset", preset.name], ["backbone", f"{preset.backbone}, output stride {preset.output_stride}"
                                   + (f", multi-grid {preset.multi_grid}" if preset.multi_grid else "")],
         ["iterations × batch", f"{preset.iterations} × {preset.batch_size}"],
         ["lr (head ×)", f"{preset.lr} (×{preset.head_lr_mult}), poly {preset.poly_power}, momentum "
                         f"{preset.momentum}, weight decay {preset.weight_decay}"],
-        ["seed", seed]]) + _receptive_field_note(model, data)))
-    env = environment()
-    sections.append(("Environment", html_table(["item", "value"], [[k_, v] for k_, v in env.items()])))
+        ["seed", seed]]) + _receptive_field_note(model, data)
 
-    # 2. samples with ground truth, FCN vs DANet predictions
-    n_show = min(4, len(val), len(preds["both"]))
-    fig, axes = plt.subplots(n_show, 4, figsize=(16, 1.5 * n_show + 0.8), squeeze=False)
-    for r in range(n_show):
-        image, label = val[r]
-        for c, (title, im) in enumerate([("image", denormalize(image)),
-                                         ("ground truth", figures.colorize(label.numpy(), _palette(k))),
-                                         (f"FCN: {LABELS['none']}", figures.colorize(preds["none"][r], _palette(k))),
-                                         ("DANet", figures.colorize(preds["both"][r], _palette(k)))]):
-            axes[r, c].imshow(im)
-            axes[r, c].set_title(title, fontsize=9)
-            axes[r, c].axis("off")
-    legend = " ".join(f'<span class="sw" style="background:rgb{tuple(int(v) for v in col)}"></span>{html.escape(n)}'
-                      for n, col in zip(names, _palette(k)))
-    sections.append(("Validation images: ground truth, FCN baseline and DANet", html_img(_png(fig), "predictions")
-                     + f"<p>{legend}</p>"))
 
-    # 3. training curves
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
-    for a in ATTENTIONS:
-        it = [r["iteration"] for r in logs[a]]
-        axes[0].plot(it, [r["loss"] for r in logs[a]], label=LABELS[a])
-    axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("training loss (sum of the outputs' CE)")
-    axes[0].legend(fontsize=8)
-    it = [r["iteration"] for r in logs["both"]]
-    axes[1].plot(it, [r["gamma_pam"] for r in logs["both"]], label="γ (PAM)")
-    axes[1].plot(it, [r["beta_cam"] for r in logs["both"]], label="β (CAM)")
-    axes[1].set_xlabel("iteration")
-    axes[1].set_title("learned attention scales of DANet", fontsize=9)
-    axes[1].legend(fontsize=8)
-    sections.append(("Training curves", html_img(_png(fig), "training curves")))
+PAGE_STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222;line-height:1.4}
+img{max-width:100%;display:block;margin:.5em 0} table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left} th{background:#f0f0f0}
+.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;border:1px solid #888}
+.warn{background:#fff3cd;border:1px solid #e0c36a;padding:.5em}
+.row{display:flex;gap:1em;align-items:flex-start} .row img[alt="overlay with legend"]{max-width:68%}
+.row img[alt="colour segmentation"]{width:30%;image-rendering:pixelated}"""
 
-    # 4. metrics, per-class IoU, confusion
-    per_class = eval_both["per_class_iou"]
-    conf = np.array(eval_both["confusion"], dtype=np.float64)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    axes[0].barh(list(per_class), [v or 0 for v in per_class.values()], color=[c / 255 for c in _palette(k)])
-    axes[0].set_xlim(0, 1)
-    axes[0].set_xlabel("IoU (DANet)")
-    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-    im = axes[1].imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    axes[1].set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
-    axes[1].set_yticks(range(k), names, fontsize=8)
-    axes[1].set_xlabel("predicted")
-    axes[1].set_ylabel("true")
-    axes[1].set_title("confusion matrix (rows normalised)", fontsize=9)
-    fig.colorbar(im, ax=axes[1])
-    metrics_html = html_table(["metric", "DANet"], [["mIoU", _fmt(eval_both["miou"])],
-                                                ["pixel accuracy", _fmt(eval_both["pixel_accuracy"])]])
-    sections.append(("Final metrics (val)", metrics_html + html_img(_png(fig), "per-class IoU and confusion")))
 
-    # 5. attention: DANet's own PAM, and the PAM-only model's (which must use PAM to solve the task)
-    pam_model = trained("pam")
-    pam_figs, cam_fig, attention_records, cam = attention_figures(model, val, 3, synthetic, "DANet")
-    pam_only_figs, _, pam_only_records, _ = attention_figures(pam_model, val, 3, synthetic, "PAM-only model")
-    g = {**model.gammas(), "pam_only_gamma": pam_model.gammas()["gamma_pam"]}
-
-    def share_table(records):
-        return html_table(["image", "query (y, x)", "share of the attention row per class"],
-                      [[r["image"], r["query_pixel"],
-                        ", ".join(f"{names[int(c)]}: {v:.2f}" for c, v in r["attention_on_class"].items())]
-                       for r in records])
-
-    sections.append(("What the attention learned",
-                     f"<p>Learned scales of DANet: γ (PAM) = {g['gamma_pam']:.4f}, β (CAM) = {g['beta_cam']:.4f}; "
-                     f"of the PAM-only model: γ = {g['pam_only_gamma']:.4f}. They start at 0, so their size is how "
-                     "much each network chose to use its module.</p>"
-                     + "<p>Each row below: the attention of one query pixel (white cross) over all positions — one "
-                       "row of S = softmax(BᵀC), upsampled from feature resolution. On the built-in data the query "
-                       "sits on a keyed shape; the key that decides its class is at the other end of the image.</p>"
-                     + "".join(html_img(u, "PAM attention row, PAM-only model") for u in pam_only_figs)
-                     + share_table(pam_only_records)
-                     + "".join(html_img(u, "PAM attention row, DANet") for u in pam_figs)
-                     + share_table(attention_records)
-                     + html_img(cam_fig, "CAM matrix")
-                     + f"<p>CAM variant: <b>{cam_variant}</b>. The official code's "
-                       "softmax(rowmax(X) − X) equals softmax(−X): each channel attends most to the channels "
-                       "least similar to it; the paper's equation softmax(X) is the opposite.</p>"))
-
-    # 6. ablation next to the paper
-    abl_rows = []
-    for a in ATTENTIONS:
-        paper = PAPER_ABLATION[a]
-        abl_rows.append([LABELS[a], _fmt(ablation[a]["miou"]), _fmt(ablation[a]["pixel_accuracy"]),
-                         f"{paper['miou']:.2f}" + (f" ({paper['resnet101']:.2f})" if "resnet101" in paper else ""),
-                         _fmt(train_params[a]["train"].get("seconds"), 1)])
-    gain = ablation["both"]["miou"] - ablation["none"]["miou"]
-    sections.append(("Ablation", html_table(["model", "mIoU (here)", "pixel acc. (here)",
-                                         "paper mIoU % (Cityscapes val, R-50; R-101)", "train s"], abl_rows)
-                     + f"<p>DANet − FCN here: <b>{gain:+.3f}</b> mIoU.</p>"))
-
-    # 7. parity
-    par_rows = []
-    for dt in ("float64", "float32"):
-        p = parity[dt]
-        for name, e in [("PAM", p["pam"]), ("CAM", p["cam"])] + [(f"head ({o})", e) for o, e in p["head"].items()]:
-            par_rows.append([dt, name, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}"])
-    sections.append(("NumPy reference vs PyTorch on the trained model",
-                     f"<p>{parity['images']} val images, features {parity['feature_shape']}; relative error is "
-                     "max|NumPy − torch| / max|torch|.</p>" + html_table(["dtype", "module", "max abs", "max rel"], par_rows)))
-
-    # 8. timings
-    timing_rows = [[LABELS[a], _fmt(train_params[a]["seconds"], 1), _fmt(eval_params[a]["seconds"], 1)]
-                   for a in ATTENTIONS]
-    sections.append(("Timings (seconds)", html_table(["model", "train task", "evaluation task"], timing_rows)
-                     + html_table(["NumPy head", "torch head"], [[parity["float32"]["seconds"]["numpy_head"],
-                                                              parity["float32"]["seconds"]["torch_head"]]])))
-
-    summary = {
-        "dataset": data["dataset"], "preset": preset.as_dict(), "seed": seed, "environment": env,
-        "ablation": {a: {"miou": ablation[a]["miou"], "pixel_accuracy": ablation[a]["pixel_accuracy"]}
-                     for a in ATTENTIONS},
-        "danet_minus_fcn_miou": gain, "per_class_iou": per_class, "metrics": {k_: eval_both[k_] for k_ in
-                                                                          ("miou", "pixel_accuracy")},
-        "parity": {dt: parity[dt] for dt in ("float64", "float32")}, "learned": g,
-        "attention_queries": {"both": attention_records, "pam": pam_only_records},
-        "paper_ablation_cityscapes": PAPER_ABLATION,
-        "timings": {a: {"train_task_seconds": train_params[a]["seconds"], "eval_task_seconds": eval_params[a]["seconds"]}
-                    for a in ATTENTIONS},
-        "cam_matrix_shape": list(cam.shape),
-    }
+def html_page(title: str, intro: str, sections) -> str:
+    """One self-contained page: the title, an introduction (HTML), then ``(heading, HTML)`` sections.
+    The template of both reports (this one and :mod:`pipeline.checkpoint_report`)."""
     body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>DANet report — {html.escape(data['dataset'])}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-th{{background:#f0f0f0}} .sw{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}}</style></head>
-<body><h1>DANet report: {html.escape(data['dataset'])}, preset {html.escape(preset.name)}, seed {seed}</h1>
-<p>Dual Attention Network (Fu et al., CVPR 2019) trained and evaluated by this project's Luigi pipeline.</p>
-{body}</body></html>"""
-    return page, summary
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{PAGE_STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{intro}\n{body}</body></html>")
 
 
 def _receptive_field_note(model, data) -> str:

@@ -32,9 +32,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from danet.classes import CLASS_NAMES as CLASS_SETS
 from pipeline.datasets import SegmentationDataset, _read_split_file
 
-CLASS_NAMES = ("background", "red-keyed shape", "blue-keyed shape", "key")
+CLASS_NAMES = CLASS_SETS["synthetic"]  # ("background", "red-keyed shape", "blue-keyed shape", "key")
 KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> key colour (RGB)
 SHAPE_GRAY = 150
 # Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels

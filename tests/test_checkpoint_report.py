@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from pipeline.artifacts import CODE_VERSION
+from pipeline.command_line import announce
 from pipeline.tasks import CheckpointReport
 from danet import DANet
 from tests.test_cli import scene
@@ -69,6 +70,25 @@ def test_report_has_every_figure_the_table_and_the_info(setup):
     assert summary["parity"]["float32"]["overall_max_rel_error"] <= 1e-4
     assert summary["gamma_pam"] == pytest.approx(0.6) and summary["info"]["num_classes"] == 4
     assert summary["params"]["images"] == str(tmp / "photos")
+    line = announce(["--module", "pipeline", "CheckpointReport", "--checkpoint", str(tmp / "tiny_danet.pt"),
+                     "--images", str(tmp / "photos"), "--classes", "4"])   # what `luigi` prints last
+    assert line == f"CheckpointReport: {out['html'].path}"
+
+
+def test_the_checkpoint_table_is_in_words_with_a_legend_and_a_warning_when_untrained(setup):
+    from pipeline.checkpoint_report import build_checkpoint_report, list_images
+
+    tmp, _ = setup
+    torch.save(DANet(4, "tiny").state_dict(), tmp / "untrained.pt")   # γ = β = 0, as initialised
+    page, _ = build_checkpoint_report(str(tmp / "untrained.pt"), list_images(str(tmp / "photos")), check_size=48)
+    table = page.split("<table>")[1].split("</table>")[0]
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert "()" not in cells and "None" not in cells and not any(c.startswith("{") for c in cells)
+    assert "keys ignored</td><td>none" in table and "classes</td><td>4" in table
+    assert 'class="warn"' in page and "both 0" in page
+    assert page.count('<span class="sw"') >= 2                         # a legend under each segmentation
+    page, _ = build_checkpoint_report(str(tmp / "tiny_danet.pt"), list_images(str(tmp / "photos")), check_size=48)
+    assert 'class="warn"' not in page
 
 
 def test_the_path_changes_with_the_images(setup):

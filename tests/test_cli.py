@@ -23,7 +23,7 @@ import refimpl
 from danet import DANet, to_mmseg_state_dict
 from danet.classes import CLASS_NAMES, generic_palette, palette
 from danet.cli import main
-from danet.inference import default_queries, feature_cell, normalize, pam_rows
+from danet.inference import feature_cell, normalize, pam_rows, region_queries
 from tests.test_network_parity import randomise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,16 +80,18 @@ def decode(rgb: np.ndarray, pal: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- predict
 
-def test_predict_writes_every_output(files, tmp_path):
+def test_predict_writes_every_output(files, tmp_path, capsys):
     d, out = files["dir"], tmp_path / "out"
     assert run("predict", d / "street.png", d / "room.jpg", "--checkpoint", d / "tiny.pt", "--out", out) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"danet predict: 2 image(s) -> {out} (predictions.json)"
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["classes"] == "generic" and summary["num_classes"] == K and summary["format"] == "project"
     assert [Path(r["file"]).name for r in summary["images"]] == ["street.png", "room.jpg"]
     for record, (H, W) in zip(summary["images"], [(40, 56), (48, 40)]):
         assert record["size"] == [H, W]
         assert sum(record["histogram"].values()) == H * W
-        assert record["queries"] == [list(q) for q in default_queries(H, W)]
+        labels = decode(np.array(Image.open(record["outputs"]["segmentation"])), generic_palette(K))
+        assert record["queries"] == [list(q) for q in region_queries(labels)]     # on predicted regions
         assert record["gamma_pam"] == pytest.approx(0.7) and record["beta_cam"] == pytest.approx(0.3)
         assert set(record["outputs"]) == {"segmentation", "overlay", "attention"}
         for kind, path in record["outputs"].items():
@@ -100,6 +102,39 @@ def test_predict_writes_every_output(files, tmp_path):
             assert im.size == (W, H) and im.mode == "RGB"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["predictions.json"] + [f"{s}_{k}.png" for s in ("street", "room") for k in ("segmentation", "overlay", "attention")])
+
+
+def test_default_queries_sit_on_the_large_predicted_regions():
+    label = np.zeros((20, 30), np.int64)
+    label[:, 20:] = 1                                                  # 1/3 of the image
+    label[2:18, 2:18] = 2                                              # a square, holding class 3's hole
+    label[8:12, 8:12] = 3                                              # 16 px: under 5 %, no query
+    queries = region_queries(label)
+    assert [label[y, x] for y, x in queries] == [2, 1, 0]              # largest first, each on its class
+    ring = np.zeros((21, 21), np.int64)
+    ring[3:18, 3:18] = 1
+    ring[6:15, 6:15] = 0                                               # class 1 is a ring: its centroid is a hole
+    assert all(ring[y, x] == c for (y, x), c in zip(region_queries(ring), (0, 1)))
+    assert len(region_queries(np.arange(600).reshape(20, 30) % 40)) == 1   # no large class: the largest still gets one
+
+
+def test_project_checkpoint_names_classes_from_its_params_json(files, tmp_path, capsys):
+    """A pipeline model.pt has a params.json beside it: its class names (and the built-in palette) are used,
+    and an untrained one (γ = β = 0) is warned about in predict and check."""
+    d, run_dir = files["dir"], tmp_path / "run"
+    run_dir.mkdir()
+    torch.save(DANet(4, "tiny").state_dict(), run_dir / "model.pt")
+    names = list(CLASS_NAMES["synthetic"])
+    (run_dir / "params.json").write_text(json.dumps({"num_classes": 4, "class_names": names}))
+    assert run("predict", d / "street.png", "--checkpoint", run_dir / "model.pt", "--out", tmp_path / "p") == 0
+    summary = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert summary["class_names"] == names and summary["classes"] == "synthetic"
+    decode(np.array(Image.open(tmp_path / "p" / "street_segmentation.png")), palette("synthetic"))
+    assert "danet: warning: γ (PAM) and β (CAM) are both 0" in capsys.readouterr().err
+    run("check", d / "street.png", "--checkpoint", run_dir / "model.pt", "--dtype", "float32")
+    assert "untrained" in capsys.readouterr().err
+    assert run("predict", d / "street.png", "--checkpoint", d / "tiny.pt", "--out", tmp_path / "q") == 0
+    assert "warning" not in capsys.readouterr().err                    # γ, β ≠ 0: nothing to warn about
 
 
 def test_segmentation_png_is_the_models_argmax(files, tmp_path):
@@ -177,6 +212,7 @@ def test_check_numpy_against_torch(files, tmp_path, capsys, dtype, bar):
     assert set(result["seconds"]) == {"numpy", "torch"} and result["peak_rss_mib"] > 0
     table = capsys.readouterr().out
     assert "sa_feat" in table and "overall" in table and "within" in table
+    assert table.strip().splitlines()[-1] == f"danet check: result -> {tmp_path / 'check.json'}"
 
 
 def test_check_fails_when_the_reference_disagrees(files, tmp_path, monkeypatch, capsys):
@@ -198,9 +234,10 @@ def test_check_fails_when_the_reference_disagrees(files, tmp_path, monkeypatch, 
     assert "ABOVE" in capsys.readouterr().out
 
 
-def test_export_is_what_refimpl_runs(files, tmp_path):
+def test_export_is_what_refimpl_runs(files, tmp_path, capsys):
     d = files["dir"]
     assert run("export", "--checkpoint", d / "tiny.pt", "--out", tmp_path / "w.npz", "--dtype", "float64") == 0
+    assert capsys.readouterr().out.strip().endswith(f"-> {tmp_path / 'w.npz'}")
     weights = dict(np.load(tmp_path / "w.npz"))
     assert weights["head.sa.gamma"].dtype == np.float64 and weights["head.sa.gamma"][0] == pytest.approx(0.7)
     x = normalize(scene(40, 56, 0), torch.float64)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,27 @@ def test_full_report_files_and_figures(smoke_root):
     page = (report_dir(smoke_root) / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= 6
     assert "http://" not in page.split("<body>")[1] and "https://" not in page.split("<body>")[1]
-    for heading in ("Training curves", "Ablation", "NumPy reference vs PyTorch", "What the attention learned"):
+    for heading in ("Per-class IoU of the four models", "Which module carries the key", "What the attention looks at",
+                    "Training curves", "Paper ablation, Fu et al. Table 1: Cityscapes val, not this data",
+                    "NumPy reference vs PyTorch"):
         assert heading in page
+
+
+def test_the_report_shows_every_models_per_class_iou(smoke_root):
+    """The per-class table: a column per model, a row per class, keyed classes first, numbers from ablation.json."""
+    from pipeline.report import LABELS
+
+    page = (report_dir(smoke_root) / "report.html").read_text()
+    section = page.split("<h2>Per-class IoU of the four models</h2>")[1].split("</table>")[0]
+    header = re.findall(r"<th>([^<]*)</th>", section)
+    assert header == ["class"] + [LABELS[a] for a in ("none", "pam", "cam", "both")]
+    rows = [re.findall(r"<td>([^<]*)</td>", r) for r in section.split("<tr>")[2:]]
+    assert [r[0] for r in rows] == ["red-keyed shape", "blue-keyed shape", "background", "key", "mIoU", "pixel accuracy"]
+    report = json.loads((report_dir(smoke_root) / "report.json").read_text())
+    for r in rows[:4]:
+        for cell, a in zip(r[1:], ("none", "pam", "cam", "both")):
+            iou = report["per_class_iou_by_model"][a][r[0]]
+            assert cell == ("–" if iou is None else f"{iou:.3f}")
 
 
 def test_the_report_path_is_announced(smoke_root, capsys):
