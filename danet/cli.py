@@ -226,7 +226,8 @@ def run_explore(args) -> int:
     _, names, palette = _classes(args, info)
     os.makedirs(args.out, exist_ok=True)
     for stem, path in tqdm(stems.items(), desc="explore", unit="img", disable=None):
-        write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, read_image(path, args.max_pixels), names, palette,
+        image = read_image(path, args.max_pixels)
+        write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, image, names, palette,
                        title=os.path.basename(path), source=os.path.basename(info.file))
     print(f"danet explore: {len(stems)} page(s) -> {args.out}")
     return 0
