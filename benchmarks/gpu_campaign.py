@@ -63,6 +63,7 @@ PRESET = "camvid-gpu"
 N_CHECK_IMAGES = 3
 CALIBRATION_ITERATIONS = 25                     # the first 3 are warm-up (pipeline.train.WARMUP)
 FINAL_S = 10                                    # kept for writing the last results.json
+DEFAULT_BUDGET_S = 510                          # 8.5 min: one device command holds 10
 BARS = {"network_float64": 1e-10, "head_float64": 1e-12, "wall_s": 540, "r50_train_512x1024_images_per_s": 100}
 SMOKE_OVERRIDES = {"backbone": "tiny", "batch_size": 2, "crop_size": 32, "checkpoint_every": 1000, "log_every": 1}
 
@@ -114,9 +115,12 @@ class Campaign:
         write_json(os.path.join(self.args.out, "results.json"), self.results)
 
     def run(self, sections) -> None:
-        """Run each (name, fn, budget_s, reserve_s) in turn under its limit; record and write after each."""
+        """Run each (name, fn, budget_s, reserve_s) in turn under its limit; record and write after each.
+        Budgets and reserves are for the default campaign budget and scale with ``--budget-s``."""
+        scale = self.args.budget_s / DEFAULT_BUDGET_S
         for k, (name, fn, budget_s, _) in enumerate(sections):
-            reserve = sum(r for *_, r in sections[k + 1:]) + FINAL_S
+            budget_s = round(budget_s * scale, 1)
+            reserve = sum(r for *_, r in sections[k + 1:]) * scale + FINAL_S
             limit = min(budget_s, self.deadline - time.monotonic() - reserve)
             record = {"budget_s": budget_s, "limit_s": round(limit, 1), "started_at_s": round(self.elapsed(), 1)}
             if limit < min(budget_s, 5 if self.args.smoke else 20):
@@ -244,8 +248,9 @@ def luigi_build(tasks) -> None:
 
 
 def _task_args(c: Campaign) -> dict:
-    if "iterations" not in c.overrides and c.args.smoke:
-        c.overrides["iterations"] = 4                    # calibration failed: a smoke run stays small
+    if "iterations" not in c.overrides:                  # calibration failed: half the preset's FLOP estimate
+        c.overrides["iterations"] = 4 if c.args.smoke else c.preset().iterations // 2
+        c.results["campaign"]["iterations_without_calibration"] = c.overrides["iterations"]
     return {"dataset": "camvid", "preset": PRESET, "overrides": dict(c.overrides), "data_root": c.data_root,
             "seed": 0}
 
@@ -313,15 +318,23 @@ def network_check(c: Campaign) -> dict:
             "tolerance": TOLERANCE["float64"], "passed": overall <= TOLERANCE["float64"]}
 
 
-def set_tf32(on: bool) -> None:
-    """TF32 for float32 matmuls and convolutions on or off (torch >= 2.9's API, else the older flags)."""
-    mode = "tf32" if on else "ieee"
+@contextlib.contextmanager
+def tf32(on: bool):
+    """TF32 for float32 matmuls and convolutions on or off inside the block, as before afterwards
+    (torch >= 2.9's ``fp32_precision`` switches, else the older ``allow_tf32`` flags)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        switches, value = [(torch.backends.cuda.matmul, "fp32_precision"),
+                           (torch.backends.cudnn.conv, "fp32_precision")], "tf32" if on else "ieee"
+    else:
+        switches, value = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")], on
+    before = [getattr(obj, name) for obj, name in switches]
+    for obj, name in switches:
+        setattr(obj, name, value)
     try:
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
-    except AttributeError:
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
+        yield
+    finally:
+        for (obj, name), old in zip(switches, before):
+            setattr(obj, name, old)
 
 
 VARIANTS = {"bf16_autocast": (torch.bfloat16, True), "float32_tf32": (None, True), "float32_ieee": (None, False)}
@@ -343,15 +356,14 @@ def gpu_deviation(c: Campaign) -> dict:
         x = normalize(image, torch.float64)                                        # (1, 3, H0, W0)
         *_, ref = refimpl.danet_forward(x.numpy(), weights, return_stages=True, **architecture(model, info))
         ref_class = ref["fused"].argmax(1)                                          # (1, H0, W0)
-        for variant, (amp_dtype, tf32) in VARIANTS.items():
-            set_tf32(tf32)
-            with torch.autocast(c.device, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        for variant, (amp_dtype, tf32_on) in VARIANTS.items():
+            with tf32(tf32_on), torch.autocast(c.device, dtype=amp_dtype or torch.bfloat16,
+                                               enabled=amp_dtype is not None):
                 stages = torch_stages(device_model, x.float().to(c.device))
             stages = {k: v.float().cpu().numpy() for k, v in stages.items()}
             rows[variant].append({"image": os.path.basename(path),
                                   "stages": {k: rel_err(stages[k], ref[k]) for k in ref},
                                   "changed_pixel_share": float((stages["fused"].argmax(1) != ref_class).mean())})
-    set_tf32(False)
     out = {"device": c.device, "reference": "refimpl.danet_forward, float64, on the CPU",
            "error": "max|device - NumPy| / max|NumPy| per stage, max over the images"}
     for variant, per_image in rows.items():
@@ -508,14 +520,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", required=True, help="CamVid data root (the packed copy: pipeline.pack_camvid)")
     ap.add_argument("--out", required=True, help="folder for results.json and report.zip")
-    ap.add_argument("--budget-s", type=float, default=None, help="the whole campaign's time (default 510; smoke 300)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help=f"the whole campaign's time (default {DEFAULT_BUDGET_S}; smoke 300); section budgets scale with it")
     ap.add_argument("--train-budget-s", type=float, default=None, help="training time per model (default 120; smoke 2)")
     ap.add_argument("--pretrained-backbone", default=None, help="a torchvision ResNet-50 state_dict file")
     ap.add_argument("--work", default=None, help="folder for checkpoints and artifacts (default: a new temp folder)")
     ap.add_argument("--commit-file", default=os.path.join(ROOT, ".gpu", "COMMIT"))
     ap.add_argument("--smoke", action="store_true", help="the same code path on the CPU with a tiny budget")
     args = ap.parse_args(argv)
-    args.budget_s = args.budget_s or (300 if args.smoke else 510)
+    args.budget_s = args.budget_s or (300 if args.smoke else DEFAULT_BUDGET_S)
     args.train_budget_s = args.train_budget_s or (2 if args.smoke else 120)
     if not os.path.isdir(args.data_root):
         ap.error(f"--data-root {args.data_root!r} is not a folder")

@@ -85,7 +85,7 @@ class Sleeps(luigi.Task):
 
 
 def test_an_overrunning_section_is_interrupted_even_inside_luigi_and_the_rest_still_runs(tmp_path):
-    campaign = _campaign(tmp_path, budget_s=60)
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)                  # budgets at scale 1
     sections = [("luigi", lambda c: gpu_campaign.luigi_build([Sleeps()]), 1, 0),
                 ("raises", lambda c: 1 / 0, 5, 0),
                 ("after", lambda c: {"value": 1}, 5, 0)]
@@ -100,7 +100,8 @@ def test_an_overrunning_section_is_interrupted_even_inside_luigi_and_the_rest_st
 
 
 def test_a_section_without_time_left_is_skipped_and_later_ones_keep_their_reserve(tmp_path):
-    campaign = _campaign(tmp_path, budget_s=gpu_campaign.FINAL_S + 12)
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)                  # budgets at scale 1
+    campaign.deadline = time.monotonic() + gpu_campaign.FINAL_S + 12
     ran = []
     campaign.run([("first", lambda c: ran.append("first"), 100, 0),      # limited to what the others leave
                   ("second", lambda c: ran.append("second"), 100, 6),
@@ -109,3 +110,16 @@ def test_a_section_without_time_left_is_skipped_and_later_ones_keep_their_reserv
     assert sections["first"]["status"] == "skipped" and "left" in sections["first"]["reason"]
     assert sections["first"]["limit_s"] <= 0.1
     assert ran == ["second", "third"]
+
+
+def test_tf32_is_switched_inside_the_block_and_restored_after():
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, name)
+    for on, expected in ((True, "tf32" if name == "fp32_precision" else True),
+                         (False, "ieee" if name == "fp32_precision" else False)):
+        with gpu_campaign.tf32(on):
+            assert getattr(matmul, name) == expected
+        assert getattr(matmul, name) == before
