@@ -213,7 +213,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     loader = _batches(train_set, preset, plan, device, seed)
     net.train()
     t0 = time.perf_counter()
-    data_s = t_warm = 0.0                                            # seconds waiting for batches; steady start
+    data_s, steady, t_steady = 0.0, (0, 0.0), None  # seconds waiting for batches; (iterations, seconds) after warm-up
     bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
     it = start
     board = _tensorboard(out_dir, start) if rank == 0 else None
@@ -237,6 +237,11 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
                 raise FloatingPointError(
                     f"training {out_dir}: loss is {loss_value} at iteration {it + 1} "
                     f"(terms {terms}); the last good checkpoint is {latest_checkpoint(out_dir)[0]}")
+            t_sync = time.perf_counter()  # the loss is on the host: every earlier iteration's work is done
+            if it - start == WARMUP:
+                t_steady = t_sync
+            elif t_steady is not None:
+                steady = (it - start - WARMUP, t_sync - t_steady)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -269,7 +274,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
         torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
             "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "world_size": world, **model.gammas(), **_timing(loader, it - start, t_end - t0, data_s, t_end - t_warm),
+            "world_size": world, **model.gammas(), **_timing(loader, t_end - t0, data_s, *steady),
             "class_weights": None if weight is None else [round(float(w), 6) for w in weight]}
 
 
@@ -293,10 +298,11 @@ def _batches(train_set, preset, plan, device: str, seed: int):
                       generator=torch.Generator().manual_seed(seed))
 
 
-def _timing(loader, iterations: int, seconds: float, data_s: float, steady_s: float) -> dict:
+def _timing(loader, seconds: float, data_s: float, steady: int, steady_s: float) -> dict:
     """Where the loop's time went: waiting for batches (data) vs the rest (step: forward, backward,
-    update, logging, checkpoints), and the steady rate after the first ``WARMUP`` iterations."""
-    steady = iterations - WARMUP
+    update, logging, checkpoints); and the steady rate, ``steady`` iterations in ``steady_s`` seconds
+    between the loss reaching the host after the first ``WARMUP`` iterations and at the last one
+    (so the final checkpoint is not counted)."""
     return {"timing": {"data_seconds": round(data_s, 3), "step_seconds": round(seconds - data_s, 3),
                        "data_share": round(data_s / seconds, 4) if seconds else None,
                        "steady_iterations_per_s": round(steady / steady_s, 4) if steady > 0 and steady_s > 0 else None,

@@ -1,0 +1,125 @@
+"""benchmarks/gpu_campaign.py: its CPU smoke mode end to end, and its time guards.
+
+The smoke mode is the GPU campaign's own code path (Luigi training of DANet and the FCN, evaluation,
+ReferenceCheck, the whole-network check, the deviation of the device's forward, the report, bench_gpu)
+with the tiny backbone and a few iterations, so nothing in it is first exercised on the GPU machine.
+"""
+
+import json
+import time
+import types
+import zipfile
+
+import luigi
+import pytest
+
+from benchmarks import gpu_campaign
+from tests.test_device_data import make_camvid_scenes
+
+MIB = 2**20
+
+
+def test_smoke_campaign_writes_every_section_into_one_folder(tmp_path):
+    data = tmp_path / "data"
+    make_camvid_scenes(data, "train", 4)
+    make_camvid_scenes(data, "val", 3)
+    out = tmp_path / "out"
+    rc = gpu_campaign.main(["--smoke", "--data-root", str(data), "--out", str(out), "--work", str(tmp_path / "work")])
+    results = json.loads((out / "results.json").read_text())
+    statuses = {name: results["sections"][name]["status"] for name, *_ in gpu_campaign.SECTIONS}
+    assert statuses == {name: "ok" for name, *_ in gpu_campaign.SECTIONS} and rc == 0, results["sections"]
+    assert all(name in results for name in statuses) and results["campaign"]["finished"]
+
+    files = list(out.iterdir())                                       # what the device machine brings back
+    assert {f.name for f in files} == {"results.json", "report.zip"}
+    assert len(files) <= 8 and all(f.stat().st_size <= 16 * MIB for f in files)
+
+    calibrate, danet, fcn = results["calibrate"], results["danet"], results["fcn"]
+    assert calibrate["steady_iterations_per_s"] > 0 and calibrate["iterations_run"] == 6
+    assert danet["train"]["iterations"] == fcn["train"]["iterations"] == calibrate["chosen_iterations"]
+    for model in (danet, fcn):
+        timing = model["train"]["timing"]
+        assert timing["data_seconds"] > 0 and timing["step_seconds"] > 0
+        assert 0 <= model["eval"]["miou"] <= 1 and model["eval"]["num_images"] == 3
+    assert danet["reference_check"]["float64"]["head"]["fused"]["max_rel"] <= 1e-12
+
+    summary = results["summary"]
+    assert set(summary["miou"]) == {"danet", "fcn"}
+    assert summary["bars"]["network_check_float64_le_1e-10"] and summary["bars"]["head_check_float64_le_1e-12"]
+    assert len(results["network_check"]["images"]) == 3 and results["network_check"]["passed"]
+    deviation = results["gpu_deviation"]
+    stages = set(results["network_check"]["stages_max"])
+    for variant in gpu_campaign.VARIANTS:
+        assert set(deviation[variant]["stages_max"]) == stages
+        assert 0 <= deviation[variant]["changed_pixel_share"] <= 1
+    # bf16 rounds at ~4e-3 per operation; float32 at ~1e-7: the measurement must tell them apart
+    assert deviation["bf16_autocast"]["fused_max_rel"] > 100 * deviation["float32_ieee"]["fused_max_rel"] > 0
+    assert {r["task"] for r in results["bench_gpu"]["rows"]} == {"train", "infer"}
+    assert results["environment"]["torch"] and results["environment"]["git"]["commit"]
+
+    with zipfile.ZipFile(out / "report.zip") as z:
+        names = set(z.namelist())
+        html = z.read("report.html").decode()
+    assert {"report.html", "figures/predictions.png", "figures/cam_matrix.png", "danet/eval.json",
+            "fcn/metrics.jsonl"} <= names
+    assert sum(n.startswith("figures/attention_") for n in names) == 3
+    assert html.count("data:image/png;base64,") == 5 and "dilated FCN" in html
+    assert luigi.configuration.get_config().get("pipeline", "root", "artifacts") == "artifacts"  # restored
+
+
+def _campaign(tmp_path, budget_s: float) -> gpu_campaign.Campaign:
+    args = types.SimpleNamespace(data_root=str(tmp_path), out=str(tmp_path / "out"), budget_s=budget_s,
+                                 train_budget_s=1, pretrained_backbone=None, work=str(tmp_path / "work"),
+                                 commit_file="", smoke=True)
+    return gpu_campaign.Campaign(args)
+
+
+class Sleeps(luigi.Task):
+    """A Luigi task that takes longer than its section may: the guard must get through Luigi."""
+
+    def complete(self):
+        return False
+
+    def run(self):
+        time.sleep(30)
+
+
+def test_an_overrunning_section_is_interrupted_even_inside_luigi_and_the_rest_still_runs(tmp_path):
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)                  # budgets at scale 1
+    sections = [("luigi", lambda c: gpu_campaign.luigi_build([Sleeps()]), 1, 0),
+                ("raises", lambda c: 1 / 0, 5, 0),
+                ("after", lambda c: {"value": 1}, 5, 0)]
+    t0 = time.monotonic()
+    campaign.run(sections)
+    assert time.monotonic() - t0 < 10
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["sections"]["luigi"]["status"] == "timed out"
+    assert results["sections"]["raises"]["status"] == "failed"
+    assert "ZeroDivisionError" in results["sections"]["raises"]["error"]
+    assert results["after"] == {"value": 1} and results["sections"]["after"]["status"] == "ok"
+
+
+def test_a_section_without_time_left_is_skipped_and_later_ones_keep_their_reserve(tmp_path):
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)                  # budgets at scale 1
+    campaign.deadline = time.monotonic() + gpu_campaign.FINAL_S + 12
+    ran = []
+    campaign.run([("first", lambda c: ran.append("first"), 100, 0),      # limited to what the others leave
+                  ("second", lambda c: ran.append("second"), 100, 6),
+                  ("third", lambda c: ran.append("third"), 100, 6)])
+    sections = json.loads((tmp_path / "out" / "results.json").read_text())["sections"]
+    assert sections["first"]["status"] == "skipped" and "left" in sections["first"]["reason"]
+    assert sections["first"]["limit_s"] <= 0.1
+    assert ran == ["second", "third"]
+
+
+def test_tf32_is_switched_inside_the_block_and_restored_after():
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, name)
+    for on, expected in ((True, "tf32" if name == "fp32_precision" else True),
+                         (False, "ieee" if name == "fp32_precision" else False)):
+        with gpu_campaign.tf32(on):
+            assert getattr(matmul, name) == expected
+        assert getattr(matmul, name) == before
