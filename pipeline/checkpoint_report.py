@@ -1,7 +1,8 @@
 """The report on an imported checkpoint run on a folder of the user's images (``CheckpointReport``).
 
 For each image: the colour segmentation, the overlay with a legend and the attention figure, the
-same figures ``danet predict`` writes (:mod:`danet.figures`); for the first image, resized so its
+same figures ``danet predict`` writes (:mod:`danet.figures`), and the interactive attention
+explorer ``danet explore`` writes (:mod:`danet.explore`, in an ``<iframe srcdoc>``); for the first image, resized so its
 long side is at most ``check_size``, the NumPy reference against PyTorch stage by stage in float64
 and float32 (:func:`danet.inference.check`); and the :class:`danet.CheckpointInfo`. One
 self-contained HTML page (figures as PNG data URIs) and a JSON summary. No Luigi here.
@@ -22,6 +23,7 @@ import numpy as np
 from danet import figures
 from danet.checkpoint import load_checkpoint
 from danet.classes import class_set, names_beside
+from danet.explore import explorer_html, iframe
 from danet.inference import check, histogram, predict_image, read_image
 from pipeline.artifacts import CODE_VERSION, environment
 from pipeline.report import html_img, html_page, html_table, legend_html, png_uri
@@ -128,7 +130,10 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
                          + '<div class="row">' + html_img(png_uri(pngs["overlay"]), "overlay with legend")
                          + html_img(png_uri(pngs["segmentation"]), "colour segmentation") + "</div>"
                          + legend_html(names, palette, [names.index(n) for n in hist])
-                         + html_img(png_uri(pngs["attention"]), "attention: PAM rows and CAM matrix")))
+                         + html_img(png_uri(pngs["attention"]), "attention: PAM rows and CAM matrix")
+                         + "<p>Explore: point at any pixel for its PAM row, click to pin one (danet explore).</p>"
+                         + iframe(explorer_html(model, image, names, palette, title=os.path.basename(path),
+                                                source=os.path.basename(checkpoint)))))
 
     parity = None
     if info.attention == "both":

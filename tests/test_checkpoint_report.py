@@ -7,6 +7,7 @@ folder, or one with no images, is refused at scheduling, before any work and wit
 """
 
 import base64
+import html
 import io
 import json
 import re
@@ -62,6 +63,9 @@ def test_report_has_every_figure_the_table_and_the_info(setup):
         with Image.open(io.BytesIO(base64.b64decode(data))) as im:
             im.verify()
     assert "a.png (40×56)" in page and "b.jpg (48×40)" in page
+    explorers = [html.unescape(doc) for doc in re.findall(r'<iframe srcdoc="([^"]*)"', page)]
+    assert [re.search(r'"title":"([^"]*)"', doc).group(1) for doc in explorers] == ["a.png", "b.jpg"]
+    assert all("danetExplorer" in doc and "http://" not in doc and "https://" not in doc for doc in explorers)
     assert "format</td><td>project" in page and "backbone</td><td>tiny" in page
     assert "sa_feat" in page and "within 1e-10" in page and "within 1e-04" in page
     summary = json.loads(open(out["json"].path).read())

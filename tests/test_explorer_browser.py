@@ -4,7 +4,8 @@ The page of a tiny DANet on a photo-like image with a 2-pixel-wide pole is opene
 ``file://``; query pixels are chosen with real mouse moves, a click (pin) and an arrow key; the row
 each panel shows is read back through the page's ``danetExplorer`` accessor and compared with
 ``refimpl``'s row of S for that feature cell within half a quantisation step. Any console error,
-page error or request for something other than the file itself fails the test.
+page error or request for something other than the file itself fails the test. The same page
+inside an ``<iframe srcdoc>`` (how a notebook or a report embeds it) must load as well.
 
 Needs a Chromium on PATH (``chromium``, ``chromium-browser``, ``google-chrome``) and the
 ``playwright`` package (which is told to use that browser; it downloads none). Without them the
@@ -19,7 +20,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from danet.explore import write_explorer
+from danet.explore import iframe, write_explorer
 from danet.inference import feature_cell
 from tests.test_explore import pole_scene, reference_attention, tiny_model
 
@@ -117,6 +118,14 @@ def test_rows_shown_in_chromium_are_refimpls(page_file):
             legend = page.locator("#legend").inner_text()
             assert legend.split("\n")[0] == "{} ({:.1f}%)".format(*page.evaluate(
                 "JSON.parse(document.getElementById('danet-data').textContent).branches.pam.legend[0]")[::2])
+
+            outer = ctx.new_page()                                      # as a notebook shows it: <iframe srcdoc>
+            outer.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            outer.on("pageerror", lambda e: errors.append(str(e)))
+            outer.set_content(iframe(open(f["path"], encoding="utf-8").read()))
+            inner = outer.frame_locator("iframe")
+            inner.locator("body[data-ready]").wait_for(timeout=15000)
+            assert inner.locator("body").get_attribute("data-ready") == "1", errors
         finally:
             ctx.close()
     assert errors == [], f"JavaScript errors: {errors}"
