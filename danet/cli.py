@@ -34,7 +34,7 @@ import re
 import resource
 import sys
 
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+from danet.numerics import TOLERANCE
 
 
 class UsageError(Exception):
