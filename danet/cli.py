@@ -66,6 +66,7 @@ def _sliding(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from danet.checkpoint import FORMATS
+    from danet.classes import CLASS_NAMES
 
     parser = _Parser(prog="danet", description="Run a DANet checkpoint: predict, check against NumPy, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mean and std on RGB in [0, 1] (mmsegmentation's 0-255 mean/std are the same map).")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     common(p)
-    p.add_argument("--classes", default=None, help="cityscapes | voc | ade20k | camvid | K (default: from the "
+    p.add_argument("--classes", default=None, help=" | ".join([*CLASS_NAMES, "K"]) + " (default: from the "
                                                    "checkpoint if it records them, else K generic classes)")
     p.add_argument("--out", default="danet-predictions", help="output folder (default danet-predictions)")
     p.add_argument("--query", nargs="+", action="extend", type=_pair("--query", "Y,X"), metavar="Y,X",
