@@ -125,7 +125,9 @@ def main(argv=None) -> dict:
             print(f"predict {H}×{W}, {backbone}: peak RSS {predict['peak_rss_gib']:.2f} GiB (bar 4 GiB), "
                   f"{predict['seconds']:.0f} s, outputs {written}")
 
-        for dtype, bar in (("float64", 1e-10), ("float32", 1e-4)):
+        from danet.numerics import TOLERANCE    # the bars of danet check
+
+        for dtype, bar in TOLERANCE.items():
             report = os.path.join(tmp, f"check_{dtype}.json")
             run = run_cli(["check", os.path.join(tmp, "square.png"), "--checkpoint", check_ckpt, "--dtype", dtype,
                            "--json", report])

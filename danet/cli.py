@@ -36,7 +36,7 @@ import re
 import resource
 import sys
 
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+from danet.numerics import TOLERANCE
 
 
 class UsageError(Exception):
@@ -68,6 +68,7 @@ def _sliding(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from danet.checkpoint import FORMATS
+    from danet.classes import CLASS_NAMES
 
     parser = _Parser(prog="danet", description="Run a DANet checkpoint: predict, check against NumPy, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mean and std on RGB in [0, 1] (mmsegmentation's 0-255 mean/std are the same map).")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     common(p)
-    p.add_argument("--classes", default=None, help="cityscapes | voc | ade20k | camvid | K (default: from the "
+    p.add_argument("--classes", default=None, help=" | ".join([*CLASS_NAMES, "K"]) + " (default: from the "
                                                    "checkpoint, or the params.json beside a project checkpoint, "
                                                    "else K generic classes)")
     p.add_argument("--out", default="danet-predictions", help="output folder (default danet-predictions)")

@@ -2,9 +2,9 @@
 prediction, the PAM rows of a few query pixels, the CAM matrix, and the NumPy-vs-PyTorch check of
 the whole network stage by stage.
 
-Images are normalised with the ImageNet mean and std on RGB in [0, 1], as ``pipeline.datasets``
-and the authors' code do. mmsegmentation normalises with the same numbers on RGB in 0–255
-(mean 123.675, 116.28, 103.53; std 58.395, 57.12, 57.375), which is the same map.
+Images are normalised by :func:`danet.preprocess.normalize` (ImageNet mean and std on RGB in
+[0, 1]), the one normalisation ``pipeline.datasets`` uses too; errors are
+:func:`danet.numerics.rel_err`.
 
 Memory on a large image: the explicit PAM forms an N×N matrix (4 GiB in float32 for a 1024×2048
 image, N = 32,768), so :func:`predict` expects a model built with ``pam_impl="chunked"`` and
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+from danet.numerics import TOLERANCE, rel_err  # noqa: F401 -- rel_err is part of this module's API
+from danet.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 -- likewise
 
 
 # --------------------------------------------------------------------------- images
@@ -62,12 +62,6 @@ def read_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"image '{path}': not a readable image ({first})") from None
-
-
-def normalize(image: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-    """uint8 (H, W, 3) -> (1, 3, H, W) tensor, (x/255 − ImageNet mean) / ImageNet std."""
-    x = (np.asarray(image, np.float64) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD      # (H, W, 3)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))[None]).to(dtype)  # (1, 3, H, W)
 
 
 # --------------------------------------------------------------------------- class probabilities
@@ -282,12 +276,6 @@ def torch_stages(model, x: torch.Tensor) -> dict:
     return st
 
 
-def rel_err(a, b) -> float:
-    """Normwise relative error max|a − b| / max|b|."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max()) / max(float(np.abs(b).max()), np.finfo(np.float64).tiny)
-
-
 def check(model, info, image: np.ndarray, dtype: str = "float64") -> dict:
     """``refimpl.danet_forward`` against the PyTorch model on one uint8 image, stage by stage.
 
@@ -318,5 +306,5 @@ def check(model, info, image: np.ndarray, dtype: str = "float64") -> dict:
     stages = {name: rel_err(ours[name], theirs[name].numpy()) for name in ours}
     return {"dtype": dtype, "image_size": list(image.shape[:2]), "stages": stages,
             "overall_max_rel_error": max(stages.values()),
-            "first_stage_over_1e-10": next((n for n, e in stages.items() if e > 1e-10), None),
+            "first_stage_over_1e-10": next((n for n, e in stages.items() if e > TOLERANCE["float64"]), None),
             "seconds": {"numpy": round(t_numpy, 3), "torch": round(t_torch, 3)}}

@@ -17,15 +17,15 @@ task name otherwise, so ``python -m pipeline.distributed`` and the library modul
 
 import sys
 
-TASKS = ("PreparedDataset", "TrainedModel", "Evaluation", "NumpyWeights", "ReferenceCheck", "Ablation",
-         "FullReport", "CheckpointReport")
-
 
 def __getattr__(name):
-    if name in TASKS:
+    """``pipeline.<Task>``: any class of ``pipeline.tasks``, found there (a new task needs no edit
+    here). Only capitalised names are looked up, so ``from pipeline import train`` never loads Luigi."""
+    if name[:1].isupper():
         from pipeline import tasks
 
-        return getattr(tasks, name)
+        if isinstance(getattr(tasks, name, None), type):
+            return getattr(tasks, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 

@@ -17,6 +17,9 @@ from pipeline.artifacts import atomic_path
 from pipeline.presets import Preset
 
 
+DATASET_NAMES = ("synthetic", *datasets.DATASETS)   # every name dataset_class knows; help texts list these
+
+
 def dataset_class(name: str):
     """The Dataset class of ``name``: ``synthetic`` (built-in) or one of :data:`pipeline.datasets.DATASETS`."""
     if name == "synthetic":

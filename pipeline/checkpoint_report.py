@@ -25,11 +25,12 @@ from danet.checkpoint import load_checkpoint
 from danet.classes import class_set, names_beside
 from danet.explore import explorer_html, iframe
 from danet.inference import check, histogram, predict_image, read_image
+from danet.numerics import TOLERANCE
 from pipeline.artifacts import CODE_VERSION, environment
 from pipeline.report import html_img, html_page, html_table, legend_html, png_uri
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-BARS = {"float64": 1e-10, "float32": 1e-4}
+BARS = TOLERANCE   # danet check's bars: 1e-10 in float64, 1e-4 in float32
 
 
 def list_images(folder: str) -> list[str]:

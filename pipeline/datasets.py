@@ -28,14 +28,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from danet import preprocess
 from danet.classes import CLASS_NAMES as _CLASS_NAMES
 from danet.inference import read_image as _read_rgb
+from danet.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 -- pipeline.report reads them here
 from pipeline.artifacts import atomic_path
 from pipeline.download import download as download_file
 from pipeline.download import safe_extract
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 IGNORE_INDEX = 255
 
 CITYSCAPES_LOGIN_HELP = (
@@ -87,9 +87,8 @@ def read_label(path) -> np.ndarray:
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) array -> float32 (3, H, W) tensor normalised with ImageNet mean/std."""
-    x = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """uint8 (H, W, 3) array -> float32 (3, H, W) tensor, :func:`danet.preprocess.normalize`."""
+    return preprocess.normalize(image)[0]
 
 
 PAD_RGB = (124, 116, 104)  # the ImageNet mean in uint8: zero after normalisation

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 import refimpl
+from danet.numerics import rel_err
 from refimpl.head import head_weight_shapes, sub_weights
 
 
 def _errors(ours: np.ndarray, theirs: torch.Tensor) -> dict:
     theirs = theirs.detach().cpu().numpy()
-    diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-    scale = float(np.abs(theirs).max()) or 1.0
-    return {"max_abs": float(diff.max()), "max_rel": float(diff.max()) / scale}
+    return {"max_abs": float(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).max()),
+            "max_rel": rel_err(ours, theirs)}
 
 
 @torch.no_grad()

@@ -25,9 +25,11 @@ import torch
 
 from danet.attention import CAM_VARIANTS
 from danet.checkpoint import FORMATS
+from danet.classes import CLASS_NAMES
 from danet.head import ATTENTIONS
 from pipeline import artifacts, build, command_line
 from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
+from pipeline.presets import PRESETS
 
 logger = logging.getLogger("luigi-interface")
 SCHEDULER_FLAGS = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
@@ -93,8 +95,8 @@ def exclusive(run):
 
 
 class _Base(luigi.Task):
-    dataset = luigi.Parameter(default="synthetic", description="synthetic | camvid | voc2012 | voc2012aug | cityscapes | ade20k")
-    preset = luigi.Parameter(default="cpu", description="cpu | tutorial | smoke | cityscapes | voc")
+    dataset = luigi.Parameter(default="synthetic", description=" | ".join(build.DATASET_NAMES))
+    preset = luigi.Parameter(default="cpu", description=" | ".join(PRESETS))
     overrides = command_line.json_dict_parameter("--overrides", '\'{"iterations": 3000}\'', default={},
                                                  description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
     preset_file = luigi.Parameter(default="", description="a TOML file of preset fields (and base = <preset>)")
@@ -382,7 +384,7 @@ class CheckpointReport(luigi.Task):
     checkpoint = luigi.Parameter(description="checkpoint file (formats of danet.load_checkpoint)")
     images = luigi.Parameter(description="folder of images (png, jpg, ...)")
     format = luigi.ChoiceParameter(choices=("auto",) + FORMATS, default="auto")
-    classes = luigi.Parameter(default="", description="cityscapes | voc | ade20k | camvid | K (default: the checkpoint's)")
+    classes = luigi.Parameter(default="", description=" | ".join([*CLASS_NAMES, "K"]) + " (default: the checkpoint's)")
     check_size = luigi.IntParameter(default=512, description="long side of the image the NumPy check runs on")
 
     @property

@@ -10,3 +10,31 @@ def test_bench_attention_quick_runs_and_agrees(tmp_path):
     assert result["chunked"]["peak_bytes"]["chunked"] < result["chunked"]["peak_bytes"]["unchunked"]
     assert result["speed"]["pam_max_abs_diff_vs_torch"] < 1e-3
     assert result["speed"]["gemm_gflops"] > 0
+
+
+def test_bench_gpu_cpu_path_reports_every_row(tmp_path):
+    """bench_gpu's smoke run on the CPU: one training row and one inference row per size, each
+    measured (no error row, positive throughput, finite loss and logits, the PAM asked for), the
+    softmax check in float32, and the JSON the same as what main returns -- not only exit status 0."""
+    import json
+    import math
+
+    from benchmarks import bench_gpu
+
+    out = tmp_path / "gpu.json"
+    rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "2", "--crop", "32", "--no-amp",
+                         "--sizes", "32x64,40x48", "--iters", "1", "--warmup", "0", "--pam-impl", "chunked",
+                         "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu (smoke run)" and result["amp"] is False
+    assert result["softmax_check"]["pam_softmax"] == result["softmax_check"]["cam_softmax"] == "torch.float32"
+    rows = result["rows"]
+    assert [(r["task"], r["size"]) for r in rows] == [("train", [32, 32]), ("infer", [32, 64]), ("infer", [40, 48])]
+    assert not [r for r in rows if "error" in r]
+    train, *infer = rows
+    assert train["images_per_s"] > 0 and math.isfinite(train["loss"]) and train["loss"] > 0
+    assert train["pam_impl"] == "explicit" and train["peak_gib"] is None
+    for r in infer:
+        assert r["pam_impl"] == "chunked" and r["frames_per_s"] > 0 and r["logits_finite"] is True
+        assert r["N"] == (r["size"][0] // 8) * (r["size"][1] // 8)

@@ -1,0 +1,59 @@
+"""One place per idea (issue 18, part 3): lists in help texts are derived from their registries, a
+new Luigi task needs no second edit, and the shared definitions are the ones everybody uses."""
+
+import contextlib
+import io
+
+import luigi
+import numpy as np
+import torch
+
+import pipeline
+from danet.classes import CLASS_NAMES
+from pipeline import build, tasks
+from pipeline.datasets import DATASETS
+from pipeline.presets import PRESETS
+
+
+def test_help_texts_list_every_registered_name():
+    assert set(build.DATASET_NAMES) == {"synthetic", *DATASETS}
+    for name in build.DATASET_NAMES:
+        assert name in tasks.PreparedDataset.dataset.description
+    for name in PRESETS:                                  # camvid was missing when the list was typed
+        assert name in tasks.PreparedDataset.preset.description
+    for name in CLASS_NAMES:
+        assert name in tasks.CheckpointReport.classes.description
+    from pipeline.distributed import parse_args
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        parse_args(["--help"])
+    for name in build.DATASET_NAMES:                     # voc2012aug was missing
+        assert name in " ".join(out.getvalue().split()), name
+
+
+def test_a_new_task_needs_no_edit_in_the_package_init(monkeypatch):
+    class BrandNew(luigi.Task):
+        pass
+
+    monkeypatch.setattr(tasks, "BrandNew", BrandNew, raising=False)
+    assert pipeline.BrandNew is BrandNew
+    for name, obj in vars(tasks).items():
+        if isinstance(obj, type) and issubclass(obj, luigi.Task) and obj.__module__ == tasks.__name__ \
+                and not name.startswith("_"):
+            assert getattr(pipeline, name) is obj
+
+
+def test_the_shared_definitions_are_used_everywhere():
+    from danet import cli, inference, numerics, preprocess
+    from pipeline import checkpoint_report, datasets
+    from tests import conftest
+
+    assert cli.TOLERANCE is numerics.TOLERANCE and checkpoint_report.BARS is numerics.TOLERANCE
+    assert inference.rel_err is numerics.rel_err is conftest.rel_err
+    assert datasets.IMAGENET_MEAN is preprocess.IMAGENET_MEAN and inference.normalize is preprocess.normalize
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    expected = (image / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]          # (H, W, 3)
+    assert torch.equal(datasets.normalize(image), preprocess.normalize(image)[0])
+    np.testing.assert_allclose(preprocess.normalize(image, torch.float64)[0].permute(1, 2, 0).numpy(),
+                               expected, rtol=0, atol=1e-6)   # the constants are float32
