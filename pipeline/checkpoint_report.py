@@ -65,6 +65,7 @@ def report_dir(root: str, checkpoint: str, key: str) -> str:
     return os.path.join(root, CODE_VERSION, "checkpoint-reports", f"{stem}-{key}")
 
 
+SCALE_WORDS = {"gamma_pam": "γ (PAM)", "beta_cam": "β (CAM)"}
 # CheckpointInfo's fields in words, in the table's order; a field not named here keeps its own name.
 INFO_WORDS = {"file": "file", "format": "format", "num_classes": "classes", "backbone": "backbone",
               "stem": "stem", "stem_width": "stem width", "multi_grid": "multi-grid (layer4 dilations)",
@@ -116,7 +117,8 @@ def build_checkpoint_report(checkpoint: str, images: list[str], format: str = "a
     sections.append(("Checkpoint", (f'<p class="warn">Warning: {html.escape(warning)}.</p>' if warning else "")
                      + html_table(["checkpoint", "value"], info_rows(info))
                      + f"<p>Classes: <b>{html.escape(set_name)}</b> ({len(names)}). Learned scales: "
-                     + ", ".join(f"{k} = {v:.4g}" for k, v in model.gammas().items() if v is not None) + ".</p>"))
+                     + ", ".join(f"{SCALE_WORDS[k]} = {v:.4g}" for k, v in model.gammas().items() if v is not None)
+                     + ".</p>"))
 
     for path in tqdm(images, desc="checkpoint report", unit="img", disable=not progress):
         image = read_image(path)
