@@ -140,10 +140,14 @@ def _branch(label: np.ndarray, names, palette) -> dict:
     """One prediction as an indexed PNG and its legend [name, colour, percent] (largest first)."""
     from PIL import Image
 
+    from danet.figures import colorize
     from danet.inference import histogram
 
-    img = Image.fromarray(label.astype(np.uint8), "P")
-    img.putpalette(np.asarray(palette, np.uint8)[:256].ravel().tolist())
+    if len(palette) > 256:                                             # an indexed PNG holds 256 colours
+        img = Image.fromarray(colorize(label, palette))
+    else:
+        img = Image.fromarray(label.astype(np.uint8), "P")
+        img.putpalette(np.asarray(palette, np.uint8).ravel().tolist())
     index = {n: k for k, n in enumerate(names)}
     legend = [[name, [int(v) for v in palette[index[name]]], round(100 * count / label.size, 2)]
               for name, count in histogram(label, names).items()]
