@@ -41,6 +41,7 @@ import base64
 import contextlib
 import copy
 import datetime
+import gc
 import json
 import os
 import platform
@@ -149,6 +150,7 @@ class Campaign:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        gc.collect()                                                  # an interrupted section's tensors
         if self.device == "cuda":
             torch.cuda.empty_cache()
         return {**status, "seconds": round(time.monotonic() - t0, 2)}
