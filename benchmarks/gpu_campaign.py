@@ -41,6 +41,7 @@ import base64
 import contextlib
 import copy
 import datetime
+import gc
 import json
 import os
 import platform
@@ -149,6 +150,7 @@ class Campaign:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        gc.collect()                                                  # an interrupted section's tensors
         if self.device == "cuda":
             torch.cuda.empty_cache()
         return {**status, "seconds": round(time.monotonic() - t0, 2)}
@@ -290,16 +292,26 @@ def train_fcn(c: Campaign) -> dict:
 
 # --------------------------------------------------------------------------- checks
 
+def scenes(c: Campaign):
+    """The val split cut to ``N_CHECK_IMAGES`` scenes spread over it (neighbouring CamVid frames look alike)."""
+    from pipeline.datasets import CamVid
+
+    val = CamVid(c.data_root, "val")
+    picked = copy.copy(val)
+    picked.samples = [val.samples[i] for i in sorted(set(np.linspace(0, len(val) - 1, N_CHECK_IMAGES).round()
+                                                         .astype(int).tolist()))]
+    return picked
+
+
 def _trained_danet(c: Campaign):
-    """The GPU-trained DANet as ``danet check`` loads it (:func:`danet.load_checkpoint`), and three val images."""
+    """The GPU-trained DANet as ``danet check`` loads it (:func:`danet.load_checkpoint`), and the val scenes."""
     from danet.checkpoint import load_checkpoint
-    from pipeline.datasets import CamVid, read_image
+    from pipeline.datasets import read_image
 
     if "danet" not in c.results:
         raise RuntimeError("no trained DANet: section danet did not finish")
     model, info = load_checkpoint(os.path.join(c.results["danet"]["model_dir"], "model.pt"), "project")
-    val = CamVid(c.data_root, "val")
-    return model, info, [(str(p), read_image(p)) for p, _ in val.samples[:N_CHECK_IMAGES]]
+    return model, info, [(str(p), read_image(p)) for p, _ in scenes(c).samples]
 
 
 def network_check(c: Campaign) -> dict:
@@ -378,36 +390,43 @@ def gpu_deviation(c: Campaign) -> dict:
 
 def _figure_pngs(c: Campaign, preset) -> dict:
     """{file name: PNG bytes}: PAM attention rows of DANet on three val scenes, its CAM matrix, and the
-    val predictions of the FCN beside DANet's."""
+    predictions of DANet and the FCN on those scenes."""
+    from pipeline.build import load_trained
+    from pipeline.report import attention_figures
+
+    val = scenes(c)
+    models = {k: load_trained(os.path.join(c.results[k]["model_dir"], "model.pt"), preset, val.NUM_CLASSES, a,
+                              "official") for k, a in (("danet", "both"), ("fcn", "none")) if k in c.results}
+    pngs = {"predictions.png": _predictions_png(c, val, models)}
+    uris, cam_uri, _, _ = attention_figures(models["danet"].cpu(), val, N_CHECK_IMAGES, False, "DANet (GPU-trained)")
+    pngs.update({f"attention_{i}.png": base64.b64decode(u.split(",", 1)[1]) for i, u in enumerate(uris)})
+    pngs["cam_matrix.png"] = base64.b64decode(cam_uri.split(",", 1)[1])
+    return pngs
+
+
+def _predictions_png(c: Campaign, val, models: dict) -> bytes:
+    """Image, ground truth and each model's whole-image prediction (on the device), a row per scene."""
     import matplotlib.pyplot as plt
 
     from danet import figures
     from danet.classes import class_set
-    from pipeline.build import load_trained
-    from pipeline.datasets import CamVid
-    from pipeline.report import attention_figures, denormalize
+    from danet.inference import predict_probs
+    from pipeline.report import denormalize
 
-    val = CamVid(c.data_root, "val")
-    model = load_trained(os.path.join(c.results["danet"]["model_dir"], "model.pt"), preset, val.NUM_CLASSES,
-                         "both", "official")
-    uris, cam_uri, _, _ = attention_figures(model, val, N_CHECK_IMAGES, False, "DANet (GPU-trained)")
-    pngs = {f"attention_{i}.png": base64.b64decode(u.split(",", 1)[1]) for i, u in enumerate(uris)}
-    pngs["cam_matrix.png"] = base64.b64decode(cam_uri.split(",", 1)[1])
-    columns = [("danet", "DANet")] + ([("fcn", "dilated FCN")] if "fcn" in c.results else [])
-    preds = {k: np.load(os.path.join(c.results[k]["model_dir"], "predictions.npz"))["predictions"] for k, _ in columns}
     _, _, palette = class_set("camvid", val.NUM_CLASSES, None)
-    n = min(N_CHECK_IMAGES, len(val), *(len(p) for p in preds.values()))
-    fig, axes = plt.subplots(n, 2 + len(columns), figsize=(4 * (2 + len(columns)), 3.2 * n), squeeze=False)
-    for r in range(n):
+    titles = {"danet": "DANet", "fcn": "dilated FCN"}
+    fig, axes = plt.subplots(len(val), 2 + len(models), figsize=(4 * (2 + len(models)), 3.2 * len(val)), squeeze=False)
+    for r in range(len(val)):
         image, label = val[r]
         panels = [("image", denormalize(image)), ("ground truth", figures.colorize(label.numpy(), palette))]
-        panels += [(title, figures.colorize(preds[k][r], palette)) for k, title in columns]
+        for k, model in models.items():
+            probs = predict_probs(model.to(c.device).eval(), image[None].to(c.device))     # (1, K, H, W)
+            panels.append((titles[k], figures.colorize(probs.argmax(1)[0].cpu().numpy(), palette)))
         for ax, (title, im) in zip(axes[r], panels):
             ax.imshow(im)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-    pngs["predictions.png"] = figures.png_bytes(fig)
-    return pngs
+    return figures.png_bytes(fig)
 
 
 def _html(c: Campaign, pngs: dict) -> str:

@@ -8,7 +8,8 @@ Run it with ``luigi --module pipeline FullReport`` (``make report``). Modules, o
 - ``build``      datasets on disk, Dataset objects, models and checkpoints
 - ``train``, ``evaluate``, ``parity``, ``knockout``, ``report``, ``checkpoint_report``   the work itself, on plain values
 - ``distributed``  data-parallel training processes (torchrun); ``datasets``, ``download``,
-  ``synthetic``, ``presets``  the data and the recipes
+  ``synthetic``, ``presets``  the data and the recipes; ``device_data``  the training set held and
+  augmented on the GPU; ``pack_camvid``  CamVid packed to travel (``python -m pipeline.pack_camvid``)
 
 Only ``tasks`` imports Luigi (and ``command_line``, what its command line prints around the work). It is imported here when Luigi is already loaded -- as under
 ``luigi --module pipeline``, which needs the task classes registered -- and on first access to a
