@@ -31,7 +31,7 @@ import torch
 
 import pipeline
 from pipeline.artifacts import read_json
-from pipeline.build import load_dataset
+from pipeline.build import load_dataset, read_dataset
 from pipeline.evaluate import confusion_matrix, metrics_from_confusion
 
 KEYED = ("red-keyed shape", "blue-keyed shape")
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
             row["keyed"] = {a: [evals[a]["per_class_iou"][k] for k in KEYED] for a in attentions}
         if args.key_share:
             model = trained["both"].load_model(trained["both"].output())
-            val = load_dataset(read_json(trained["both"].input()), "val")
+            val = load_dataset(read_dataset(trained["both"].input()), "val")
             row["key_share"], row["key_area"] = key_share(model, val)
             row.update(knock_out(model, val))
         rows[s] = row
