@@ -30,7 +30,7 @@ import numpy as np
 
 import pipeline
 from pipeline.artifacts import read_json
-from pipeline.build import load_dataset
+from pipeline.build import load_dataset, read_dataset
 from pipeline.knockout import key_share, knock_out
 
 KEYED = ("red-keyed shape", "blue-keyed shape")
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
             row["keyed"] = {a: [evals[a]["per_class_iou"][k] for k in KEYED] for a in attentions}
         if args.key_share:
             model = trained["both"].load_model(trained["both"].output())
-            val = load_dataset(read_json(trained["both"].input()), "val")
+            val = load_dataset(read_dataset(trained["both"].input()), "val")
             row["key_share"], row["key_area"] = key_share(model, val)
             row.update({k: [iou[c] for c in KEYED] for k, iou in knock_out(model, val).items() if k != "full"})
         rows[s] = row
@@ -89,17 +89,22 @@ def main(argv=None) -> dict:
           + ("   key share / area   keyed IoU PAM off   CAM off" if args.key_share else ""))
     for s, r in rows.items():
         line = (f"{s:>4}  " + "  ".join(f"{r[a]:6.3f}" for a in attentions) + f"   {r['gap']:+.3f}     "
-                + "  ".join(f"{v:.2f}" for v in r["keyed"]["none"]) + "      "
-                + "  ".join(f"{v:.2f}" for v in r["keyed"]["both"])
+                + "  ".join(map(_iou, r["keyed"]["none"])) + "      "
+                + "  ".join(map(_iou, r["keyed"]["both"]))
                 + f"      {r['gamma']:+.2f}  {r['beta']:+.2f}   {r['train_seconds']['none']:.0f}, {r['train_seconds']['both']:.0f}")
         if args.key_share:
             line += (f"   {r['key_share']:.2f} / {r['key_area']:.2f}        "
-                     + "  ".join(f"{v:.2f}" for v in r["pam_off"]) + "        "
-                     + "  ".join(f"{v:.2f}" for v in r["cam_off"]))
+                     + "  ".join(map(_iou, r["pam_off"])) + "        "
+                     + "  ".join(map(_iou, r["cam_off"])))
         print(line)
     worst = min(r["gap"] for r in rows.values())
     print(f"smallest gap over seeds: {worst:+.3f} ({'meets' if worst >= 0.10 else 'misses'} the 0.10 bar)")
     return _write(args.json, {"preset": args.preset, "per_seed": rows, "min_gap": worst})
+
+
+def _iou(v) -> str:
+    """An IoU to two decimals; "-" for a class absent from both prediction and labels (None)."""
+    return "   -" if v is None else f"{v:.2f}"
 
 
 def _write(path: str | None, result: dict) -> dict:

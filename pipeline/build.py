@@ -115,7 +115,10 @@ def read_dataset(path) -> dict:
 
 
 def load_dataset(record: dict, split: str, transform=None):
-    """The Dataset object of a dataset record's ``split``."""
+    """The Dataset object of a dataset record's ``split`` (a record read by :func:`read_dataset`)."""
+    if not os.path.isabs(record["data_dir"]):
+        raise ValueError(f"dataset record: data_dir {record['data_dir']!r} is relative to its dataset.json; "
+                         f"read the record with pipeline.build.read_dataset(path), which resolves it")
     return dataset_class(record["dataset"])(record["data_dir"], split, transform=transform)
 
 

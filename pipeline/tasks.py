@@ -267,7 +267,8 @@ class Evaluation(_ModelTask):
         from pipeline.evaluate import evaluate
 
         started = time.time()
-        result = evaluate(self.load_model(self.input()["model"]), build.load_dataset(build.read_dataset(self.input()["data"]), "val"),
+        val = build.load_dataset(build.read_dataset(self.input()["data"]), "val")
+        result = evaluate(self.load_model(self.input()["model"]), val,
                           self.get_preset(), progress=self.progress, keep_predictions=6,
                           on_progress=self.report_progress("image"))
         predictions = result.pop("predictions")

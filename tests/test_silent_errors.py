@@ -184,6 +184,8 @@ def test_a_copied_artifact_root_reads_its_own_data(pipeline_root, tmp_path):
     record = build.read_dataset(record_b)
     assert record["data_dir"] == os.path.dirname(record_b)
     assert len(build.load_dataset(record, "train")) == 8
+    with pytest.raises(ValueError, match=r"data_dir '\.' is relative.*read_dataset"):   # the raw record, unresolved
+        build.load_dataset(json.loads(open(record_b).read()), "train")
 
 
 def test_data_root_for_the_built_in_dataset_is_refused(pipeline_root):
