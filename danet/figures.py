@@ -79,9 +79,14 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     w, h = _size(H, W, 3.6 if W < 3 * H else 10)                     # a wide strip gets a wide panel
     side = max(h, 3.0) if cam is not None else h                      # the C×C matrix stays legible beside a strip
     widths = ([w + 0.8] * (0 if rows is None else len(queries)) + ([side + 1.2] if cam is not None else [])) or [w]
-    fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), side + 0.9), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})
-    axes = list(axes[0])
+    if W >= 3 * H and len(widths) > 1:                                 # wide strips: panels stacked, not side by side
+        heights = [h + 0.6] * (len(widths) - (cam is not None)) + ([side + 0.6] if cam is not None else [])
+        fig, axes = plt.subplots(len(heights), 1, figsize=(w + 1.5, sum(heights) + 0.3), squeeze=False,
+                                 gridspec_kw={"height_ratios": heights})
+    else:
+        fig, axes = plt.subplots(1, len(widths), figsize=(sum(widths), side + 0.9), squeeze=False,
+                                 gridspec_kw={"width_ratios": widths})
+    axes = list(axes.ravel())
     if rows is not None:
         g = gammas.get("gamma_pam")
         for k, (y, x) in enumerate(queries):

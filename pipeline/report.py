@@ -334,8 +334,9 @@ def carrier(ctx, knocked: dict) -> tuple[str, dict]:
 def _carrier_section(ctx, g: dict, knocked: dict) -> str:
     who, m = carrier(ctx, knocked)
     what = "keyed shapes' mean IoU" if ctx["keyed"] else "mIoU"
-    verdict = {"neither": "neither module alone: either can be switched off at little cost",
-               "both": "both modules: switching off either costs much"}.get(who, f"<b>{who}</b>")
+    costs = f"switching PAM off costs {m['full'] - m['pam_off']:.2f}, CAM off {m['full'] - m['cam_off']:.2f}"
+    verdict = {"neither": f"neither module alone ({costs})",
+               "both": f"both modules ({costs})"}.get(who, f"<b>{who}</b> ({costs})")
     signs = [f"{sym} = {v:+.3f}" for sym, v in (("γ (PAM)", g["gamma_pam"]), ("β (CAM)", g["beta_cam"]))]
     return (f"<p>DANet's learned scales: {', '.join(signs)}. A module adds its scale times its attended "
             "features to its input (out = γ·E + A, β·Y + A); both start at 0. A negative scale subtracts the "
