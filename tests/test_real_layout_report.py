@@ -23,7 +23,7 @@ N_VAL = 3  # the report draws attention for at most 3 val images
 
 
 def _attention_section(html: str) -> str:
-    start = html.index("<h2>What the attention learned</h2>")
+    start = html.index("<h2>What the attention looks at</h2>")
     end = html.find("<h2>", start + 4)
     return html[start:end if end != -1 else len(html)]
 
