@@ -163,6 +163,7 @@ def build_report(data: dict, preset, seed: int, runs: dict, ablation: dict, pari
         ("Which module carries the key", _carrier_section(ctx, g, knocked)),
         ("What the attention looks at", _attention_section(ctx, g, shares, (pam_only_figs, pam_only_records),
                                                            (pam_figs, records), cam_fig, cam_variant)),
+        ("Explore the attention", _explorer_section(ctx)),
         ("Training curves", _curves_section(ctx)),
         ("Paper ablation, Fu et al. Table 1: Cityscapes val, not this data", _paper_section()),
         ("NumPy reference vs PyTorch on the trained model", _parity_section(parity)),
@@ -377,6 +378,18 @@ def _attention_section(ctx, g, shares, pam_only, danet, cam_fig, cam_variant) ->
                    f"mix). CAM variant: <b>{cam_variant}</b>. The official code's softmax(rowmax(X) − X) equals "
                    "softmax(−X): each channel attends most to the channels least similar to it; the paper's "
                    "equation softmax(X) is the opposite.</p>")
+
+
+def _explorer_section(ctx) -> str:
+    """DANet's interactive attention explorer (:mod:`danet.explore`) on the first val image, embedded."""
+    from danet.explore import explorer_html, iframe
+
+    image, _ = ctx["val"][0]
+    page = explorer_html(ctx["model"], denormalize(image), ctx["names"], ctx["palette"], title="val image 0",
+                         source="this run's DANet")
+    return ("<p>Point at any pixel of val image 0 to see its PAM attention row and the classes it gathers from; "
+            "click to pin a query and compare; hover the CAM matrix for a channel's partners. The same page for "
+            "any image: <code>danet explore IMAGE --checkpoint model.pt</code>.</p>" + iframe(page))
 
 
 def _curves_section(ctx) -> str:

@@ -67,6 +67,19 @@ def test_the_report_shows_every_models_per_class_iou(smoke_root):
             assert cell == ("–" if iou is None else f"{iou:.3f}")
 
 
+def test_the_report_embeds_an_attention_explorer(smoke_root):
+    """One explorer page (danet.explore) for val image 0, inside a sandboxed iframe, referring to nothing outside."""
+    import html as html_lib
+
+    page = (report_dir(smoke_root) / "report.html").read_text()
+    section = page.split("<h2>Explore the attention</h2>")[1].split("<h2>")[0]
+    frames = re.findall(r'<iframe srcdoc="([^"]*)"[^>]*sandbox="allow-scripts"', section)
+    assert len(frames) == 1
+    inner = html_lib.unescape(frames[0])
+    assert "val image 0" in inner and "this run's DANet" in inner
+    assert not re.search(r'(src|href)\s*=\s*["\']?https?:', inner)
+
+
 def test_the_report_path_is_announced(smoke_root, capsys):
     from pipeline.command_line import announce
 
