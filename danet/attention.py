@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-CAM_VARIANTS = ("official", "paper")
+from refimpl.attention import CAM_VARIANTS  # noqa: F401 -- one list of variants for both implementations
 PAM_IMPLS = ("explicit", "chunked", "sdpa")
 DEFAULT_CHUNK_SIZE = 1024
 

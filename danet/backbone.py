@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from refimpl import backbone as _spec   # the architecture tables; the forward computation here is torch's
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -64,16 +66,10 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-STEMS = ("plain", "deep")
-
-# name -> (block, blocks per stage, stage widths)
-ARCHS = {
-    "tiny": (BasicBlock, (2, 2, 2, 2), (16, 32, 64, 128)),
-    "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), (64, 128, 256, 512)),
-}
+STEMS = _spec.STEMS
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+# name -> (block, blocks per stage, stage widths): refimpl.backbone.ARCHS with the torch block classes
+ARCHS = {name: (BLOCKS[kind], layers, widths) for name, (kind, layers, widths) in _spec.ARCHS.items()}
 
 
 class ResNet(nn.Module):
@@ -97,12 +93,9 @@ class ResNet(nn.Module):
         super().__init__()
         if name not in ARCHS:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(ARCHS)}")
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         block, layers, widths = ARCHS[name]
-        if multi_grid is not None and (output_stride != 8 or len(multi_grid) != layers[3]):
-            raise ValueError(f"multi_grid {tuple(multi_grid)} needs output_stride 8 and {layers[3]} "
-                             f"entries for {name}'s layer4")
+        # (stride, dilation of each block) of layer1 ... layer4; refuses a bad output_stride / multi_grid
+        plan = _spec.stage_plan(layers, output_stride, multi_grid, dilated)
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
         if stem == "plain":
@@ -120,18 +113,11 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        # stride and dilation of layer3 and layer4 (the stem and layer2 bring the stride to 8)
-        s3, s4 = {8: (1, 1), 16: (2, 1), 32: (2, 2)}[output_stride]
-        d3 = 2 if s3 == 1 else 1
-        d4 = 2 * d3 if s4 == 1 else d3
-        if not dilated:
-            d3 = d4 = 1
-        self.layer1 = self._make_layer(block, widths[0], 1, [1] * layers[0])
-        self.layer2 = self._make_layer(block, widths[1], 2, [1] * layers[1])
-        # the first block of a stage keeps the previous stage's dilation (torchvision's convention)
-        self.layer3 = self._make_layer(block, widths[2], s3, [1] + [d3] * (layers[2] - 1))
-        grid4 = list(multi_grid) if multi_grid is not None else [d3] + [d4] * (layers[3] - 1)
-        self.layer4 = self._make_layer(block, widths[3], s4, grid4)
+        # stride and dilations per stage from refimpl.backbone.stage_plan: the stem and layer2 bring the
+        # stride to 8, layer3/4 dilate past the output stride, the first block of a stage keeps the
+        # previous stage's dilation (torchvision's convention)
+        for i, (stride, dilations) in enumerate(plan):
+            setattr(self, f"layer{i + 1}", self._make_layer(block, widths[i], stride, dilations))
         self.out_channels = widths[3] * block.expansion
         self.layer3_channels = widths[2] * block.expansion   # input of an auxiliary head
         for m in self.modules():

@@ -30,7 +30,7 @@ from refimpl.weights import WeightError, check_weights, without_counters
 
 EXPANSION = {"basic": 1, "bottleneck": 4}   # output channels of a block = width x expansion
 STEMS = ("plain", "deep")
-# name -> (block, blocks per stage, stage widths), as danet.backbone.ARCHS
+# name -> (block, blocks per stage, stage widths): the one table; danet.backbone.ARCHS adds its torch blocks
 ARCHS = {
     "tiny": ("basic", (2, 2, 2, 2), (16, 32, 64, 128)),
     "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),

@@ -57,3 +57,20 @@ def test_the_shared_definitions_are_used_everywhere():
     assert torch.equal(datasets.normalize(image), preprocess.normalize(image)[0])
     np.testing.assert_allclose(preprocess.normalize(image, torch.float64)[0].permute(1, 2, 0).numpy(),
                                expected, rtol=0, atol=1e-6)   # the constants are float32
+
+
+def test_architecture_tables_are_stated_once():
+    """refimpl states the tables (backbones, stems, stride/dilation plan, CAM variants); danet reads
+    them and keeps its own torch forward, so the parity tests still compare two computations."""
+    import refimpl.attention
+    import refimpl.backbone
+    from danet import attention, backbone
+
+    assert attention.CAM_VARIANTS is refimpl.attention.CAM_VARIANTS and backbone.STEMS is refimpl.backbone.STEMS
+    assert {n: (b.__name__, l, w) for n, (b, l, w) in backbone.ARCHS.items()} == {
+        n: ({"basic": "BasicBlock", "bottleneck": "Bottleneck"}[k], l, w) for n, (k, l, w) in refimpl.backbone.ARCHS.items()}
+    net = backbone.ResNet("resnet50", output_stride=16, multi_grid=None)
+    plan = refimpl.backbone.stage_plan(refimpl.backbone.ARCHS["resnet50"][1], 16)
+    for i, (stride, dilations) in enumerate(plan):
+        layer = getattr(net, f"layer{i + 1}")
+        assert [blk.conv2.dilation[0] for blk in layer] == dilations and layer[0].conv2.stride[0] == stride
