@@ -41,5 +41,5 @@ import danet
 from danet.numerics import rel_err
 
 plt.rcParams.update({"figure.dpi": 72, "font.size": 9})   # small PNGs keep the notebooks small
-torch.set_num_threads(1)
+torch.set_num_threads(1)   # one thread: the fastest for these small models when the cores are shared
 rng = np.random.default_rng(0)
