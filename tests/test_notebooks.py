@@ -5,7 +5,8 @@ unexecuted, or a notebook saved after running cells out of order, would slip pas
 catches both, and checks what the notebooks promise a reader: one reading order, stated and linked
 in each; pictures with a sentence under each; derivations that use the notebook's own softmax (so a
 comparison with ``refimpl`` is never ``refimpl.softmax`` against a ``refimpl`` function built on
-it); hidden "check your answer" cells after the exercises; timings only in cells nbval ignores.
+it); hidden "check your answer" cells after the exercises; timings only in cells nbval ignores; one
+set-up, ``setup_notebook.py``, that every notebook runs first (warnings silenced, the project's rel_err).
 (The outputs themselves are checked by ``pytest --nbval notebooks``.)
 
 The reading order is 01 … 09 below; 08 and 09 are checked for a clean run, the order and the
@@ -30,6 +31,8 @@ DERIVATIONS = READING_ORDER[:7]          # the notebooks held to every rule belo
 MIN_IMAGES_DERIVATIONS = 11
 MIN_IMAGES_ALL = 14
 MAX_BYTES = 300_000
+SETUP = NOTEBOOK_DIR / "setup_notebook.py"              # the set-up every notebook's first cell runs
+SETUP_RUN = re.compile(r"^%run setup_notebook\.py$", flags=re.M)
 
 
 def _source(cell) -> str:
@@ -67,6 +70,24 @@ def test_clean_run_with_summary_and_exercises(path):
     markdown = [_source(c) for c in cells if c["cell_type"] == "markdown"]
     assert any("Summary" in m for m in markdown), f"{path.name} has no markdown 'Summary'"
     assert any("Exercise" in m for m in markdown), f"{path.name} has no markdown 'Exercises'"
+
+
+def test_the_setup_silences_warnings_before_matplotlib_and_reuses_rel_err():
+    src = SETUP.read_text(encoding="utf-8")
+    silence, pyplot = src.find('warnings.simplefilter("ignore")'), src.find("import matplotlib.pyplot")
+    assert 0 <= silence < pyplot, "setup_notebook.py must silence warnings before it imports matplotlib.pyplot"
+    assert re.search(r"^from danet\.numerics import rel_err$", src, flags=re.M), \
+        "setup_notebook.py must give the notebooks danet.numerics.rel_err, the project's one rel_err"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_shared_setup_first_and_no_own_rel_err(path):
+    """The set-up is written once (setup_notebook.py); a notebook runs it first and adds only its own names."""
+    code = [_source(c) for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    assert SETUP_RUN.search(code[0]), f"{path.name}: the first code cell does not `%run setup_notebook.py`"
+    assert not any(SETUP_RUN.search(s) for s in code[1:]), f"{path.name} runs setup_notebook.py again after its first cell"
+    own = [k for k, s in enumerate(code) if re.search(r"^def rel_err\(", s, flags=re.M)]
+    assert not own, f"{path.name}: code cell {own[0]} defines its own rel_err; use the one setup_notebook.py gives"
 
 
 @pytest.mark.parametrize("stem", DERIVATIONS)
@@ -139,9 +160,8 @@ def test_hidden_checks_after_the_exercises(stem):
 
 @pytest.mark.parametrize("stem", DERIVATIONS)
 def test_stable_outputs(stem):
-    """Warnings silenced first; timings only where nbval ignores them; Python floats, not NumPy reprs."""
+    """Timings only where nbval ignores them; Python floats, not NumPy reprs (warnings: the set-up tests above)."""
     code = [c for c in _cells(stem) if c["cell_type"] == "code"]
-    assert 'warnings.simplefilter("ignore")' in _source(code[0]), f"{stem}: the first cell does not silence warnings"
     for k, cell in enumerate(code):
         src = _source(cell)
         printed = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
