@@ -65,7 +65,8 @@ N_CHECK_IMAGES = 3
 CALIBRATION_ITERATIONS = 25                     # the first 3 are warm-up (pipeline.train.WARMUP)
 FINAL_S = 10                                    # kept for writing the last results.json
 DEFAULT_BUDGET_S = 510                          # 8.5 min: one device command holds 10
-BARS = {"network_float64": 1e-10, "head_float64": 1e-12, "wall_s": 540, "r50_train_512x1024_images_per_s": 100}
+BARS = {"network_float64": 1e-10, "head_float64": 1e-12, "wall_s": 540, "r50_train_512x1024_images_per_s": 100,
+        "train_s": 180}
 SMOKE_OVERRIDES = {"backbone": "tiny", "batch_size": 2, "crop_size": 32, "checkpoint_every": 1000, "log_every": 1}
 
 
@@ -506,11 +507,12 @@ def summarize(r: dict) -> dict:
                 and x["size"] == [512, 1024] and "images_per_s" in x), None)
     network = r.get("network_check", {}).get("overall_max_rel_error")
     wall = r.get("campaign", {}).get("wall_seconds")
+    train_s = {k: m["train"]["seconds"] for k, m in (("danet", danet), ("fcn", fcn)) if m}
     return {
         "miou": miou, "danet_minus_fcn_miou": miou["danet"] - miou["fcn"] if len(miou) == 2 else None,
         "iterations": r.get("calibrate", {}).get("chosen_iterations"),
         "measured_iterations_per_s": r.get("calibrate", {}).get("steady_iterations_per_s"),
-        "train_seconds": {k: m["train"]["seconds"] for k, m in (("danet", danet), ("fcn", fcn)) if m},
+        "train_seconds": train_s,
         "data_share_of_training_time": {k: m["train"]["timing"]["data_share"]
                                         for k, m in (("danet", danet), ("fcn", fcn)) if m},
         "head_reference_check_float64_max_rel": head64,
@@ -524,6 +526,8 @@ def summarize(r: dict) -> dict:
         "bars": {"network_check_float64_le_1e-10": None if network is None else network <= BARS["network_float64"],
                  "head_check_float64_le_1e-12": None if head64 is None else head64 <= BARS["head_float64"],
                  "campaign_wall_le_540_s": None if wall is None else wall <= BARS["wall_s"],
+                 "fcn_and_danet_each_train_le_180_s": None if len(train_s) < 2 else
+                 max(train_s.values()) <= BARS["train_s"],
                  "r50_train_512x1024_ge_100_images_per_s": None if r50 is None else
                  r50["images_per_s"] >= BARS["r50_train_512x1024_images_per_s"]},
     }

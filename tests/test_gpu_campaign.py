@@ -46,6 +46,8 @@ def test_smoke_campaign_writes_every_section_into_one_folder(tmp_path):
     summary = results["summary"]
     assert set(summary["miou"]) == {"danet", "fcn"}
     assert summary["bars"]["network_check_float64_le_1e-10"] and summary["bars"]["head_check_float64_le_1e-12"]
+    assert summary["bars"]["fcn_and_danet_each_train_le_180_s"] and summary["bars"]["campaign_wall_le_540_s"]
+    assert summary["bars"]["r50_train_512x1024_ge_100_images_per_s"] is None        # no ResNet-50 row on the CPU
     assert len(results["network_check"]["images"]) == 3 and results["network_check"]["passed"]
     deviation = results["gpu_deviation"]
     stages = set(results["network_check"]["stages_max"])
