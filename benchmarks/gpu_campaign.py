@@ -18,7 +18,7 @@ calibrate        ``pipeline.train.train`` -- the real training step of the prese
                  few iterations: steady it/s, data vs step time -> iterations = train budget × it/s
 danet            Luigi (local scheduler): TrainedModel, Evaluation (full-resolution val) and ReferenceCheck
                  (NumPy head vs torch, float64 and float32) of DANet, with those iterations
-network_check    ``danet check --dtype float64``'s machinery (:func:`danet.inference.check`): the whole
+network_check    ``danet check --dtype float64``'s machinery (:func:`danet.network_check.check`): the whole
                  network in NumPy vs torch, stage by stage, on three val images
 gpu_deviation    the GPU's own forward (bf16 autocast; float32 with TF32; float32 without) against the float64
                  NumPy reference, per stage, and the share of pixels whose predicted class differs
@@ -317,7 +317,7 @@ def _trained_danet(c: Campaign):
 
 def network_check(c: Campaign) -> dict:
     from danet.cli import TOLERANCE
-    from danet.inference import check
+    from danet.network_check import check
 
     model, info, images = _trained_danet(c)
     per_image = []
@@ -358,7 +358,9 @@ def gpu_deviation(c: Campaign) -> dict:
     reference: max|device − NumPy| / max|NumPy|, and the share of pixels whose argmax class differs."""
     import refimpl
     from danet.export import state_dict_to_numpy
-    from danet.inference import architecture, normalize, rel_err, torch_stages
+    from danet.network_check import architecture, torch_stages
+    from danet.numerics import rel_err
+    from danet.preprocess import normalize
 
     model, info, images = _trained_danet(c)
     weights = {k: v for k, v in state_dict_to_numpy(copy.deepcopy(model).double()).items()
@@ -411,7 +413,7 @@ def _predictions_png(c: Campaign, val, models: dict) -> bytes:
 
     from danet import figures
     from danet.classes import class_set
-    from danet.inference import predict_probs
+    from danet.prediction import predict_probs
     from pipeline.report import denormalize
 
     _, _, palette = class_set("camvid", val.NUM_CLASSES, None)

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _max_pixels(p) -> None:
-    from danet.inference import DEFAULT_MAX_PIXELS
+    from danet.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse an image of more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
@@ -157,7 +157,8 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
 
     from danet import figures
-    from danet.inference import histogram, predict_image, read_image
+    from danet.images import read_image
+    from danet.prediction import histogram, predict_image
 
     stems = _stems(args.images)                           # validate everything before writing anything
     sizes = {path: read_image(path, args.max_pixels).shape[:2] for path in args.images}
@@ -217,7 +218,7 @@ def run_explore(args) -> int:
     from tqdm.auto import tqdm
 
     from danet.explore import write_explorer
-    from danet.inference import read_image
+    from danet.images import read_image
 
     stems = _stems(args.images)                           # validate everything before writing anything
     for path in args.images:
@@ -237,7 +238,8 @@ def run_explore(args) -> int:
 # --------------------------------------------------------------------------- check, export
 
 def run_check(args) -> int:
-    from danet.inference import check, read_image
+    from danet.images import read_image
+    from danet.network_check import check
 
     image = read_image(args.image, args.max_pixels)
     model, info = _load(args)

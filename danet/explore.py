@@ -7,8 +7,8 @@ pixel shows its row of S = softmax(BᵀC) over the photo, the share of that row 
 predicted class, and γ; the CAM matrix shows each channel's top partners and β.
 
 How the numbers are made
-    * predictions and backbone features from one forward pass (:func:`danet.inference.predict`);
-    * PAM rows for the query grid with :func:`danet.inference.pam_row_blocks`, ``QUERY_BLOCK``
+    * predictions and backbone features from one forward pass (:func:`danet.prediction.predict`);
+    * PAM rows for the query grid with :func:`danet.attention_maps.pam_row_blocks`, ``QUERY_BLOCK``
       rows at a time (never the N×N matrix): every feature cell, or every s-th cell in both
       directions, s the smallest stride whose rows fit ``ROW_ELEMENTS`` numbers and, deflated
       and base64-encoded, :func:`row_bytes` (1.25 MiB at N = 4,096, at most 6 MiB);
@@ -103,7 +103,8 @@ BRANCHES = {"both": ("fused", "pam", "cam"), "pam": ("pam",), "cam": ("cam",), "
 def _forward(model, image: np.ndarray):
     """One forward pass: the argmax label (H, W) of every output branch, the class count K and the
     backbone features A (1, C_in, h, w)."""
-    from danet.inference import normalize, predict
+    from danet.prediction import predict
+    from danet.preprocess import normalize
 
     caught = {}
 
@@ -122,7 +123,7 @@ def _forward(model, image: np.ndarray):
 
 def _cell_maps(model, H: int, W: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """For every image row y and column x, the feature row and column nearest to it (the model's convention)."""
-    from danet.inference import feature_cell
+    from danet.attention_maps import feature_cell
 
     rows = np.array([feature_cell(y, 0, H, W, h, w, model.align_corners)[0] for y in range(H)], np.uint16)
     cols = np.array([feature_cell(0, x, H, W, h, w, model.align_corners)[1] for x in range(W)], np.uint16)
@@ -141,7 +142,7 @@ def _branch(label: np.ndarray, names, palette) -> dict:
     from PIL import Image
 
     from danet.figures import colorize
-    from danet.inference import histogram
+    from danet.prediction import histogram
 
     if len(palette) > 256:                                             # an indexed PNG holds 256 colours
         img = Image.fromarray(colorize(label, palette))
@@ -157,7 +158,7 @@ def _branch(label: np.ndarray, names, palette) -> dict:
 def _packed_rows(model, A: torch.Tensor, cells, max_bytes: int) -> tuple[str, np.ndarray] | None:
     """The quantised rows of ``cells``, deflated block by block as they are computed, base64-encoded,
     and their scales; None as soon as the encoded rows would exceed ``max_bytes``."""
-    from danet.inference import pam_row_blocks
+    from danet.attention_maps import pam_row_blocks
 
     deflate, parts, scales, size = zlib.compressobj(6), [], [], 0
     for block in pam_row_blocks(model, A, cells, QUERY_BLOCK):        # (n, h, w)
@@ -199,7 +200,7 @@ def _pam_data(model, A: torch.Tensor, budget: int, max_bytes: int | None) -> dic
 
 def _cam_data(model, A: torch.Tensor) -> dict | None:
     """The CAM matrix (C, C), quantised per row like the PAM rows."""
-    from danet.inference import cam_matrix
+    from danet.attention_maps import cam_matrix
 
     cam = cam_matrix(model, A)
     if cam is None:

@@ -121,7 +121,7 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
 
 
 def prediction_pngs(image: np.ndarray, result: dict, names, palette, title: str = "") -> dict:
-    """The three PNGs of one prediction (``result`` of :func:`danet.inference.predict_image`):
+    """The three PNGs of one prediction (``result`` of :func:`danet.prediction.predict_image`):
     ``segmentation`` (colours at the image's size), ``overlay`` (with legend), ``attention``."""
     gammas = {k: result.get(k) for k in ("gamma_pam", "beta_cam")}
     return {"segmentation": array_png(colorize(result["label"], palette)),

@@ -1,4 +1,4 @@
-"""The one normalisation of an image for the network, shared by inference (``danet.inference``)
+"""The one normalisation of an image for the network, shared by prediction (``danet.prediction``)
 and the training data (``pipeline.datasets``): RGB in [0, 1], minus the ImageNet mean, over the
 ImageNet std, as torchvision's ImageNet models and the authors' code expect.
 

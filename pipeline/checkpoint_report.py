@@ -4,7 +4,7 @@ For each image: the colour segmentation, the overlay with a legend and the atten
 same figures ``danet predict`` writes (:mod:`danet.figures`), and the interactive attention
 explorer ``danet explore`` writes (:mod:`danet.explore`, in an ``<iframe srcdoc>``); for the first image, resized so its
 long side is at most ``check_size``, the NumPy reference against PyTorch stage by stage in float64
-and float32 (:func:`danet.inference.check`); and the :class:`danet.CheckpointInfo`. One
+and float32 (:func:`danet.network_check.check`); and the :class:`danet.CheckpointInfo`. One
 self-contained HTML page (figures as PNG data URIs) and a JSON summary. No Luigi here.
 """
 
@@ -24,8 +24,10 @@ from danet import figures
 from danet.checkpoint import load_checkpoint
 from danet.classes import class_set, names_beside
 from danet.explore import explorer_html, iframe
-from danet.inference import check, histogram, predict_image, read_image
+from danet.images import read_image
+from danet.network_check import check
 from danet.numerics import TOLERANCE
+from danet.prediction import histogram, predict_image
 from pipeline.artifacts import CODE_VERSION, environment
 from pipeline.report import html_img, html_page, html_table, legend_html, png_uri
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from danet import preprocess
 from danet.classes import CLASS_NAMES as _CLASS_NAMES
-from danet.inference import read_image as _read_rgb
+from danet.images import read_image as _read_rgb
 from danet.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 -- pipeline.report reads them here
 from pipeline.artifacts import atomic_path
 from pipeline.download import download as download_file
@@ -51,7 +51,7 @@ class DatasetError(ValueError):
 # --------------------------------------------------------------------------- file reading
 
 def read_image(path) -> np.ndarray:
-    """Read an image file as a uint8 RGB array (H, W, 3): :func:`danet.inference.read_image`, whose
+    """Read an image file as a uint8 RGB array (H, W, 3): :func:`danet.images.read_image`, whose
     one-line message (file missing, not an image, truncated -- the pixels are fully decoded, so
     truncation is detected) comes as a :class:`DatasetError`."""
     try:

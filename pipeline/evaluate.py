@@ -1,7 +1,7 @@
 """Evaluation: confusion matrix, mIoU, pixel accuracy, per-class IoU of a model on a dataset.
 
 Whole-image, sliding-window, flipped and multi-scale inference (``predict_probs``,
-``sliding_window``) live in :mod:`danet.inference`, shared with the ``danet predict`` command.
+``sliding_window``) live in :mod:`danet.prediction`, shared with the ``danet predict`` command.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from danet.inference import predict_probs, sliding_window  # noqa: F401 -- sliding_window re-exported
+from danet.prediction import predict_probs
 from pipeline.datasets import IGNORE_INDEX, DatasetError
 
 

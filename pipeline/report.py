@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from danet import figures  # noqa: E402
 from danet.classes import CLASS_NAMES, SYNTHETIC_COLOURS, class_set  # noqa: E402
-from danet.inference import cam_matrix, feature_cell, pam_rows  # noqa: E402
+from danet.attention_maps import cam_matrix, feature_cell, pam_rows  # noqa: E402
 from pipeline.artifacts import environment, read_jsonl  # noqa: E402
 from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -86,7 +86,7 @@ def query_pixels(label: np.ndarray, synthetic: bool, k: int) -> list[tuple[int, 
 @torch.no_grad()
 def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str):
     """Per image, the PAM attention row of one query pixel over the photo (the row computed at feature
-    resolution, q×N, by :func:`danet.inference.pam_rows`) with its share per class beside each class's
+    resolution, q×N, by :func:`danet.attention_maps.pam_rows`) with its share per class beside each class's
     share of the area; the CAM matrix averaged over the images, channels in clustered order
     (:func:`cam_order`), if the model has CAM. Returns (PAM figure URIs, CAM figure URI or None,
     records, mean CAM matrix in the original channel order or None)."""

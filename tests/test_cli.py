@@ -23,7 +23,8 @@ import refimpl
 from danet import DANet, to_mmseg_state_dict
 from danet.classes import CLASS_NAMES, generic_palette, palette
 from danet.cli import main
-from danet.inference import feature_cell, normalize, pam_rows, region_queries
+from danet.attention_maps import feature_cell, pam_rows, region_queries
+from danet.preprocess import normalize
 from tests.test_network_parity import randomise
 
 ROOT = Path(__file__).resolve().parents[1]

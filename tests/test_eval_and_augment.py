@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.datasets import IGNORE_INDEX, PAD_RGB, RandomScaleCropFlip
-from pipeline.evaluate import confusion_matrix, metrics_from_confusion, predict_probs, sliding_window
+from danet.prediction import predict_probs, sliding_window
+from pipeline.evaluate import confusion_matrix, metrics_from_confusion
 
 
 class RampModel(nn.Module):

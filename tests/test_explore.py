@@ -29,7 +29,8 @@ from danet import DANet
 from danet.explore import (dequantise_rows, explorer_data, explorer_html, query_grid, query_stride,
                            quantise_rows, render)
 from danet.export import state_dict_to_numpy
-from danet.inference import feature_cell, normalize
+from danet.attention_maps import feature_cell
+from danet.preprocess import normalize
 from tests.test_cli import one_line_error, run, scene
 from tests.test_network_parity import randomise
 

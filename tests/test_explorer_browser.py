@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from danet.explore import iframe, write_explorer
-from danet.inference import feature_cell
+from danet.attention_maps import feature_cell
 from tests.test_explore import pole_scene, reference_attention, tiny_model
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

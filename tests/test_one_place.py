@@ -45,13 +45,14 @@ def test_a_new_task_needs_no_edit_in_the_package_init(monkeypatch):
 
 
 def test_the_shared_definitions_are_used_everywhere():
-    from danet import cli, inference, numerics, preprocess
+    from danet import cli, network_check, numerics, prediction, preprocess
     from pipeline import checkpoint_report, datasets
     from tests import conftest
 
     assert cli.TOLERANCE is numerics.TOLERANCE and checkpoint_report.BARS is numerics.TOLERANCE
-    assert inference.rel_err is numerics.rel_err is conftest.rel_err
-    assert datasets.IMAGENET_MEAN is preprocess.IMAGENET_MEAN and inference.normalize is preprocess.normalize
+    assert network_check.rel_err is numerics.rel_err is conftest.rel_err
+    assert datasets.IMAGENET_MEAN is preprocess.IMAGENET_MEAN \
+        and network_check.normalize is prediction.normalize is preprocess.normalize
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     expected = (image / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]          # (H, W, 3)
     assert torch.equal(datasets.normalize(image), preprocess.normalize(image)[0])

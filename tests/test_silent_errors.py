@@ -101,7 +101,7 @@ def test_a_float64_checkpoint_predicts_through_the_cli(tiny_state, tmp_path):
 def test_a_16_bit_png_is_read_by_its_real_range(tmp_path):
     from PIL import Image
 
-    from danet.inference import read_image
+    from danet.images import read_image
 
     ramp = (np.arange(40 * 30).reshape(30, 40) * 54).astype(np.uint16)      # 0 ... 64746 of 65535
     Image.fromarray(ramp).save(tmp_path / "depth16.png")
@@ -117,7 +117,7 @@ def test_a_16_bit_png_is_read_by_its_real_range(tmp_path):
 def test_a_32_bit_image_of_unknown_range_is_refused_by_name(tmp_path):
     from PIL import Image
 
-    from danet.inference import read_image
+    from danet.images import read_image
 
     Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tiff")
     with pytest.raises(ValueError, match=r"float\.tiff.*mode 'F'"):
@@ -127,7 +127,7 @@ def test_a_32_bit_image_of_unknown_range_is_refused_by_name(tmp_path):
 def test_a_huge_image_is_refused_before_decoding_with_an_override(tmp_path, capsys):
     from PIL import Image
 
-    from danet.inference import DEFAULT_MAX_PIXELS, read_image
+    from danet.images import DEFAULT_MAX_PIXELS, read_image
 
     Image.new("L", (6000, 6000)).save(tmp_path / "huge.png")                 # 36 Mpixel, a small file
     assert 6000 * 6000 > DEFAULT_MAX_PIXELS
