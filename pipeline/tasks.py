@@ -27,7 +27,7 @@ from danet.attention import CAM_VARIANTS
 from danet.checkpoint import FORMATS
 from danet.classes import CLASS_NAMES
 from danet.head import ATTENTIONS
-from pipeline import artifacts, build, command_line
+from pipeline import artifacts, build, command_line, datasets
 from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
 from pipeline.presets import PRESETS
 
@@ -95,7 +95,7 @@ def exclusive(run):
 
 
 class _Base(luigi.Task):
-    dataset = luigi.Parameter(default="synthetic", description=" | ".join(build.DATASET_NAMES))
+    dataset = luigi.Parameter(default="synthetic", description=" | ".join(datasets.DATASETS))
     preset = luigi.Parameter(default="cpu", description=" | ".join(PRESETS))
     overrides = command_line.json_dict_parameter("--overrides", '\'{"iterations": 3000}\'', default={},
                                                  description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
@@ -105,7 +105,7 @@ class _Base(luigi.Task):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # every parameter is checked here, when the command line is read: before any task runs
-        build.dataset_class(self.dataset)
+        datasets.dataset_class(self.dataset)
         self.get_preset()
         if getattr(self, "seed", 0) < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")

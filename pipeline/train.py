@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import glob
 import json
 import math
@@ -163,26 +164,104 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     With an initialised process group it trains data-parallel (module docstring); ``model`` stays
     the unwrapped module and is updated in place.
     """
+    rank, world = _rank_and_world()
+    _check_preset(preset, world)
+    os.makedirs(out_dir, exist_ok=True)
+    run = _device_and_precision(model, preset, device, world)
+    optimizer = make_optimizer(model, preset)
+    start, seconds_before = _restore(model, optimizer, out_dir, seed, rank, world)
+    log_path = os.path.join(out_dir, "metrics.jsonl")
+    if rank == 0:
+        _truncate_log(log_path, start)
+    net = _data_parallel(model, run.device, world)
+    total = preset.iterations
+    stop = total if stop_after is None else min(total, start + stop_after)
+    weight = _class_weight(train_set, preset)
+    loader = _loader(train_set, preset, seed, start, stop, run.device, rank, world)
+    net.train()
+    timer, it = _Timer(), start
+    bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
+    board = _tensorboard(out_dir, start) if rank == 0 else None
+    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
+        timer.wait_for_batch()
+        for images, labels in loader:
+            timer.batch_arrived()
+            _set_lr(optimizer, it, total, preset.poly_power)
+            loss, loss_value, terms = _forward(net, images, labels, run, weight, world)
+            _check_finite(loss_value, terms, it, out_dir)
+            timer.loss_on_host(it - start)
+            _update(optimizer, run.scaler, loss)
+            it += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            seconds = seconds_before + timer.elapsed()
+            if (rate := timer.warm_rate(it - start)) is not None and rank == 0 and progress:
+                _announce_duration(preset, total - start, rate)   # shown with the progress bar
+            if rank == 0 and (it % preset.log_every == 0 or it == total):
+                _log(log, board, model, optimizer, it, loss_value, terms, seconds)
+                if on_progress is not None:
+                    on_progress(it, total, loss_value, timer.elapsed() / (it - start) * (total - it))
+            if it % preset.checkpoint_every == 0 or it == total:
+                _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
+            timer.wait_for_batch()
+    t_end = time.perf_counter()
+    bar.close()
+    if board is not None:
+        board.close()
+    if world > 1:
+        torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
+    return {"iterations": it, "finished": it == total, "seconds": seconds_before + timer.elapsed(),
+            "device": run.device, "amp": str(run.amp_dtype).replace("torch.", "") if run.amp else None,
+            "world_size": world, **model.gammas(), **_timing(loader, t_end - timer.t0, timer.data_s, *timer.steady),
+            "class_weights": None if weight is None else [round(float(w), 6) for w in weight]}
+
+
+WARMUP = 3  # iterations before timing starts, and timed, for the duration estimate
+
+
+# --------------------------------------------------------------------------- the steps of train
+
+def _check_preset(preset, world: int) -> None:
+    """Refuse a preset this run cannot train: no iterations, or a batch the processes cannot share."""
     if preset.iterations < 1:
         raise ValueError(f"preset {preset.name!r}: iterations must be >= 1, got {preset.iterations}")
-    rank, world = _rank_and_world()
     if preset.batch_size % world:
         raise ValueError(f"preset {preset.name!r}: batch_size {preset.batch_size} is not divisible by "
                          f"the {world} processes (each takes an equal share of the global batch)")
+
+
+@dataclasses.dataclass
+class _Precision:
+    """Where and how the step computes: device, memory format, input dtype, autocast, gradient scaler."""
+
+    device: str
+    memory_format: torch.memory_format
+    dtype: torch.dtype       # the model's: float32 normally; float64 for exact comparisons (tests)
+    amp: bool                # autocast on (CUDA with preset.amp)
+    amp_dtype: torch.dtype   # bfloat16 where supported, else float16 (with a gradient scaler)
+    scaler: torch.amp.GradScaler
+
+
+def _device_and_precision(model, preset, device: str | None, world: int) -> _Precision:
+    """Pick the device (CUDA if any, this rank's under torchrun), move ``model`` there in the preset's
+    memory format, and choose the autocast dtype and gradient scaler."""
     if device is None and torch.cuda.is_available():
         device = f"cuda:{torch.cuda.current_device()}" if world > 1 else "cuda"
     device = device or "cpu"
-    os.makedirs(out_dir, exist_ok=True)
     fmt = torch.channels_last if preset.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    dtype = next(model.parameters()).dtype  # float32 normally; float64 for exact comparisons (tests)
-    optimizer = make_optimizer(model, preset)
+    dtype = next(model.parameters()).dtype
     use_amp = preset.amp and device.startswith("cuda")
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return _Precision(device, fmt, dtype, use_amp, amp_dtype, scaler)
 
+
+def _restore(model, optimizer, out_dir: str, seed: int, rank: int, world: int) -> tuple[int, float]:
+    """Resume from the newest checkpoint in ``out_dir`` if any (weights, optimizer, this rank's dropout
+    RNG): ``(iteration to start at, seconds trained so far)``."""
     start, seconds_before = 0, 0.0
     path, state = _resume_point(out_dir, rank, world)
     rank_rngs = (state or {}).get("torch_rng_ranks") or []
@@ -195,90 +274,110 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
             print(f"resuming from {path} at iteration {start}")
     if world > 1 and rank > 0 and len(rank_rngs) != world:  # own dropout stream, a function of (seed, start, rank)
         torch.manual_seed(int(np.random.SeedSequence([seed, start, rank]).generate_state(1)[0]))
-    log_path = os.path.join(out_dir, "metrics.jsonl")
-    if rank == 0:
-        _truncate_log(log_path, start)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    return start, seconds_before
 
-    total = preset.iterations
-    stop = total if stop_after is None else min(total, start + stop_after)
-    share = preset.batch_size // world  # rank r: samples [r·share, (r+1)·share) of each global batch
+
+def _data_parallel(model, device: str, world: int):
+    """``model`` wrapped in DistributedDataParallel when there are several processes, else itself."""
+    if world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+
+
+def _class_weight(train_set, preset) -> torch.Tensor | None:
+    """The loss's class weights (``preset.class_balance``, from the training labels), or None."""
+    if not preset.class_balance:
+        return None
+    return torch.as_tensor(class_weights(train_set, preset.class_balance), dtype=torch.float64)
+
+
+def _loader(train_set, preset, seed: int, start: int, stop: int, device: str, rank: int, world: int):
+    """This rank's batches of iterations [start, stop): rank r takes samples [r·share, (r+1)·share)
+    of each global batch of :func:`batch_plan`."""
+    share = preset.batch_size // world
     plan = [b[rank * share:(rank + 1) * share] for b in batch_plan(len(train_set), preset.batch_size, seed, start, stop)]
-    weight = None  # class weights of the loss (preset.class_balance), from the training labels
-    if preset.class_balance:
-        weight = torch.as_tensor(class_weights(train_set, preset.class_balance), dtype=torch.float64)
-    loader = _batches(train_set, preset, plan, device, seed)
-    net.train()
-    t0 = time.perf_counter()
-    data_s, steady, t_steady = 0.0, (0, 0.0), None  # seconds waiting for batches; (iterations, seconds) after warm-up
-    bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
-    it = start
-    board = _tensorboard(out_dir, start) if rank == 0 else None
-    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
-        t_data = time.perf_counter()
-        for images, labels in loader:
-            data_s += time.perf_counter() - t_data
-            lr_scale = (1 - it / total) ** preset.poly_power
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_scale
-            images = images.to(device, dtype=dtype, non_blocking=True).contiguous(memory_format=fmt)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
-                outputs = net(images)
-            loss, terms = segmentation_loss(outputs, labels, weight)
-            if world > 1:
-                loss, loss_value, terms = _global_loss(outputs, loss, terms, labels, weight)
-            else:
-                loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"training {out_dir}: loss is {loss_value} at iteration {it + 1} "
-                    f"(terms {terms}); the last good checkpoint is {latest_checkpoint(out_dir)[0]}")
-            t_sync = time.perf_counter()  # the loss is on the host: every earlier iteration's work is done
-            if it - start == WARMUP:
-                t_steady = t_sync
-            elif t_steady is not None:
-                steady = (it - start - WARMUP, t_sync - t_steady)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            it += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            seconds = seconds_before + time.perf_counter() - t0
-            if it - start == WARMUP:
-                t_warm = time.perf_counter()
-            elif it - start == 2 * WARMUP and rank == 0 and progress:  # shown with the progress bar
-                _announce_duration(preset, total - start, (time.perf_counter() - t_warm) / WARMUP)
-            if rank == 0 and (it % preset.log_every == 0 or it == total):
-                record = {"iteration": it, "loss": loss_value, "loss_terms": terms,
-                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3), **model.gammas()}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                _tensorboard_scalars(board, record)
-                if on_progress is not None:
-                    rate = (time.perf_counter() - t0) / (it - start)
-                    on_progress(it, total, loss_value, rate * (total - it))
-            if it % preset.checkpoint_every == 0 or it == total:
-                _checkpoint(out_dir, model, optimizer, it, seconds, rank, world)
-            t_data = time.perf_counter()
-    t_end = time.perf_counter()
-    bar.close()
-    if board is not None:
-        board.close()
+    return _batches(train_set, preset, plan, device, seed)
+
+
+def _set_lr(optimizer, it: int, total: int, power: float) -> None:
+    """Poly decay: lr = base_lr · (1 − it / total)^power, in every parameter group."""
+    lr_scale = (1 - it / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_scale
+
+
+def _forward(net, images, labels, run: _Precision, weight, world: int):
+    """One batch through the network and the loss: ``(loss to backpropagate, the global batch's loss
+    value, its terms)``; with several processes, as :func:`_global_loss` scales them."""
+    images = images.to(run.device, dtype=run.dtype, non_blocking=True).contiguous(memory_format=run.memory_format)
+    labels = labels.to(run.device, non_blocking=True)
+    with torch.autocast(device_type="cuda", dtype=run.amp_dtype, enabled=run.amp):
+        outputs = net(images)
+    loss, terms = segmentation_loss(outputs, labels, weight)
     if world > 1:
-        torch.distributed.barrier()  # the last checkpoint is on disk before any rank returns
-    return {"iterations": it, "finished": it == total, "seconds": seconds_before + time.perf_counter() - t0,
-            "device": device, "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "world_size": world, **model.gammas(), **_timing(loader, t_end - t0, data_s, *steady),
-            "class_weights": None if weight is None else [round(float(w), 6) for w in weight]}
+        return _global_loss(outputs, loss, terms, labels, weight)
+    return loss, float(loss.detach()), terms
 
 
-WARMUP = 3  # iterations before timing starts, and timed, for the duration estimate
+def _check_finite(loss_value: float, terms, it: int, out_dir: str) -> None:
+    """Stop at a NaN or infinite loss, naming the iteration and the last good checkpoint."""
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(
+            f"training {out_dir}: loss is {loss_value} at iteration {it + 1} "
+            f"(terms {terms}); the last good checkpoint is {latest_checkpoint(out_dir)[0]}")
+
+
+def _update(optimizer, scaler, loss) -> None:
+    """Backward and one SGD step (through the gradient scaler, a no-op unless float16 autocast)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _log(log, board, model, optimizer, it: int, loss_value: float, terms, seconds: float) -> None:
+    """One line of metrics.jsonl (loss, its terms, lr, seconds, the attention gains) and its TensorBoard scalars."""
+    record = {"iteration": it, "loss": loss_value, "loss_terms": terms,
+              "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3), **model.gammas()}
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    _tensorboard_scalars(board, record)
+
+
+class _Timer:
+    """Where the loop's time goes: seconds waiting for batches, the steady rate after ``WARMUP``
+    iterations (timed from the loss reaching the host), and the rate for the duration estimate."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.data_s, self.steady = 0.0, (0, 0.0)   # seconds waiting for batches; (iterations, seconds) after warm-up
+        self.t_data = self.t_steady = self.t_warm = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def wait_for_batch(self) -> None:
+        self.t_data = time.perf_counter()
+
+    def batch_arrived(self) -> None:
+        self.data_s += time.perf_counter() - self.t_data
+
+    def loss_on_host(self, done: int) -> None:
+        """The loss is on the host: every earlier iteration's work is done (``done`` iterations of this run)."""
+        t_sync = time.perf_counter()
+        if done == WARMUP:
+            self.t_steady = t_sync
+        elif self.t_steady is not None:
+            self.steady = (done - WARMUP, t_sync - self.t_steady)
+
+    def warm_rate(self, done: int) -> float | None:
+        """Seconds per iteration over iterations WARMUP..2·WARMUP, once ``done`` reaches 2·WARMUP; else None."""
+        if done == WARMUP:
+            self.t_warm = time.perf_counter()
+        elif done == 2 * WARMUP:
+            return (time.perf_counter() - self.t_warm) / WARMUP
+        return None
 
 
 def _batches(train_set, preset, plan, device: str, seed: int):

@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import datasets
-from pipeline.datasets import (ADE20K, DATASETS, SOURCES, CamVid, Cityscapes, DatasetError, VOC2012,
-                               VOC2012Aug, prepare, read_image, read_label)
+from pipeline.datasets import (ADE20K, DATASETS, SOURCES, CamVid, Cityscapes, DatasetError, KeyedShapes,
+                               VOC2012, VOC2012Aug, dataset_class, prepare, read_image, read_label)
 from pipeline.download import DownloadError
 from tests.test_download import http_server  # noqa: F401  (loopback server fixture)
 
@@ -101,9 +100,12 @@ def raw_label(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- loading and mapping
 
 def test_registry_and_class_attributes():
-    assert DATASETS == {"camvid": CamVid, "voc2012": VOC2012, "voc2012aug": VOC2012Aug,
+    assert DATASETS == {"synthetic": KeyedShapes, "camvid": CamVid, "voc2012": VOC2012, "voc2012aug": VOC2012Aug,
                         "cityscapes": Cityscapes, "ade20k": ADE20K}
-    expected = {CamVid: 11, VOC2012: 21, VOC2012Aug: 21, Cityscapes: 19, ADE20K: 150}
+    assert all(dataset_class(name) is cls for name, cls in DATASETS.items())
+    with pytest.raises(ValueError, match=r"unknown dataset 'kitti'; choose one of \['ade20k', 'camvid'"):
+        dataset_class("kitti")
+    expected = {KeyedShapes: 4, CamVid: 11, VOC2012: 21, VOC2012Aug: 21, Cityscapes: 19, ADE20K: 150}
     for cls, n in expected.items():
         assert cls.NUM_CLASSES == n and len(cls.CLASS_NAMES) == n
         assert len(set(cls.CLASS_NAMES)) == n
@@ -396,10 +398,11 @@ def zip_bytes(source_root: Path, prefix: str = "") -> bytes:
 
 @pytest.fixture
 def sources(monkeypatch):
-    """A private copy of SOURCES, restored after the test."""
-    patched = {name: dict(entry) for name, entry in SOURCES.items()}
-    monkeypatch.setattr(datasets, "SOURCES", patched)
-    return patched
+    """SOURCES with a private copy of each entry (patched in place, so every module sees it), restored
+    after the test."""
+    for name, entry in list(SOURCES.items()):
+        monkeypatch.setitem(SOURCES, name, dict(entry))
+    return SOURCES
 
 
 def test_prepare_voc_downloads_verifies_extracts(http_server, sources, tmp_path):  # noqa: F811
@@ -471,7 +474,7 @@ def test_prepare_uses_existing_copy_as_is(sources, tmp_path):
     make_voc(tmp_path)
     make_ade(tmp_path)
     make_cityscapes(tmp_path)
-    for name in set(DATASETS) - {"voc2012aug"}:
+    for name in set(DATASETS) - {"voc2012aug", "synthetic"}:
         assert prepare(name, tmp_path) == tmp_path
     # voc2012aug: VOC and SBD already there are converted, nothing is downloaded
     aug = make_voc_aug_sources(tmp_path / "aug")
@@ -485,6 +488,8 @@ def test_prepare_errors(tmp_path):
         prepare("voc2012", tmp_path, download=False)
     with pytest.raises(KeyError, match="unknown dataset 'kitti'"):
         prepare("kitti", tmp_path)
+    with pytest.raises(DatasetError, match=r"(?s)no synthetic data in .*generated.*not downloaded.*meta\.json"):
+        prepare("synthetic", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -623,7 +628,7 @@ def test_prepare_voc2012aug_downloads_both_archives(http_server, sources, tmp_pa
     from pipeline import build
 
     build.check_data_root("voc2012aug", str(root))  # a prepared copy is accepted as --data-root
-    assert build.dataset_class("voc2012aug") is VOC2012Aug
+    assert dataset_class("voc2012aug") is VOC2012Aug
 
 
 def tar_bytes_of(source_root: Path, top: str, gzip: bool = False) -> bytes:
