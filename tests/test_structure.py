@@ -93,3 +93,47 @@ def test_distributed_entry_point_does_not_load_luigi():
             "import pipeline\nassert pipeline.FullReport.__name__ == 'FullReport'\nassert 'luigi' in sys.modules\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _layout_modules() -> set[str]:
+    """Module paths named in the first column of docs/layout.md's table; a bare file name in a cell
+    lives in the folder of the cell's first path."""
+    import re
+
+    named = set()
+    for line in (ROOT / "docs" / "layout.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        cell = line.split("|")[1]
+        folder = ""
+        for name in re.findall(r"`([^`]+\.py)`", cell):
+            if "/" in name:
+                folder = name.rsplit("/", 1)[0]
+                named.add(name)
+            else:
+                named.add(f"{folder}/{name}")
+    return named
+
+
+def test_the_layout_page_names_every_module_and_only_real_ones():
+    on_disk = {str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+               if p.name != "__init__.py"}
+    named = _layout_modules()
+    assert not on_disk - named, f"modules missing from docs/layout.md: {sorted(on_disk - named)}"
+    assert not named - on_disk, f"docs/layout.md names modules that do not exist: {sorted(named - on_disk)}"
+
+
+def test_no_function_body_over_80_lines():
+    """The project's readability rule: a function fits on a screen (its docstring aside)."""
+    long = []
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    body = node.body
+                    has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                        and isinstance(body[0].value.value, str)
+                    start = body[1].lineno if has_doc and len(body) > 1 else body[0].lineno
+                    if node.end_lineno - start + 1 > 80:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, f"function bodies over 80 lines: {long}"
