@@ -20,7 +20,7 @@ from importlib import metadata
 import numpy as np
 import torch
 
-CODE_VERSION = "v1"
+CODE_VERSION = "v2"   # v2: the built-in data's min_distance 220 -> 224
 
 
 # --------------------------------------------------------------------------- paths

@@ -1,7 +1,7 @@
 """Data-parallel training, one process per GPU (or CPU share), launched by torchrun::
 
     torchrun --standalone --nproc_per_node=4 -m pipeline.distributed \\
-        --dataset-dir artifacts/v1/data/synthetic-cpu --preset cpu --attention both --seed 0 --out run/
+        --dataset-dir artifacts/v2/data/synthetic-cpu --preset cpu --attention both --seed 0 --out run/
 
 (``python -m torch.distributed.run`` is the same launcher.) Backend NCCL when CUDA is visible,
 gloo on CPUs. The loop is :func:`pipeline.train.train`, which notices the process group: rank r

@@ -34,14 +34,14 @@ KEY_COLOURS = {1: (200, 40, 40), 2: (40, 70, 210)}   # class of the shapes -> ke
 SHAPE_GRAY = 150
 # Scene geometry of the default dataset. The dilated tiny backbone's FCN path sees 427 pixels
 # (danet.receptive_field), 213 on each side of a feature cell; the align_corners upsampling stretches
-# that to at most 223 to one side of an output pixel (input gradient, 32 x 384): 220 leaves the key out
-# of reach of all but shape pixels within 3 px of the limit (README, "The built-in dataset").
-SCENE_DEFAULTS = {"height": 32, "width": 384, "min_distance": 220, "key_size": (32, 24), "n_shapes": (2, 5),
+# that to at most 223 to one side of an output pixel (input gradient, 32 x 384): 224 leaves the key out
+# of reach of every shape pixel (docs/builtin-data.md; tests/test_builtin_data.py measures it).
+SCENE_DEFAULTS = {"height": 32, "width": 384, "min_distance": 224, "key_size": (32, 24), "n_shapes": (2, 5),
                   "radius": (8, 13)}
 
 
 def render_scene(rng: np.random.Generator, height: int = 32, width: int = 384,
-                 min_distance: int = 220, key_size: tuple = (32, 24),
+                 min_distance: int = SCENE_DEFAULTS["min_distance"], key_size: tuple = (32, 24),
                  shading: float = 15.0, n_shapes: tuple = (2, 5),
                  radius: tuple = (8, 13)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (H, W, 3) uint8 and label (H, W) uint8.
@@ -83,7 +83,7 @@ def render_scene(rng: np.random.Generator, height: int = 32, width: int = 384,
 
 
 def generate(root: str, *, n_train: int = 400, n_val: int = 100, seed: int = 0, height: int = 32,
-             width: int = 384, min_distance: int = 220, key_size: tuple = (32, 24),
+             width: int = 384, min_distance: int = SCENE_DEFAULTS["min_distance"], key_size: tuple = (32, 24),
              shading: float = 15.0, n_shapes: tuple = (2, 5), radius: tuple = (8, 13),
              progress: bool = False) -> dict:
     """Write the dataset under ``root`` (PNG files, split lists and meta.json); returns the meta."""
