@@ -21,7 +21,6 @@ the seed study of notebook 09, ``--dataset camvid --preset camvid --data-root DI
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
@@ -29,7 +28,7 @@ import luigi
 import numpy as np
 
 import pipeline
-from pipeline.artifacts import read_json
+from pipeline.artifacts import read_json, write_json
 from pipeline.build import load_dataset, read_dataset
 from pipeline.knockout import key_share, knock_out
 
@@ -110,8 +109,7 @@ def _iou(v) -> str:
 def _write(path: str | None, result: dict) -> dict:
     """``result``, also written to ``path`` as JSON when one is given (``--json``)."""
     if path:
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(path, result)
     return result
 
 

@@ -17,7 +17,6 @@ slows all alike. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import tracemalloc
 
@@ -161,8 +160,9 @@ def main(argv=None) -> dict:
     print(f"  time chunked / unchunked       {c['time_ratio_chunked_over_unchunked']:.3f}")
     print(f"  max |chunked - unchunked|      {c['max_abs_diff']:.2e}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
 
 

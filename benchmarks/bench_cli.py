@@ -143,8 +143,9 @@ def main(argv=None) -> dict:
                   f"{check['seconds']['numpy']:.1f} s, PyTorch {check['seconds']['torch']:.1f} s, "
                   f"peak RSS {run['peak_rss_gib']:.2f} GiB")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
 
 

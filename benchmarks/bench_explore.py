@@ -95,8 +95,9 @@ def main(argv=None) -> dict:
           f"(stride {lg['query_stride']}), peak RSS {lg['peak_rss_gib']:.2f} GiB "
           f"(bar 4), {lg['seconds']:.0f} s, self-contained {lg['self_contained']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
 
 

@@ -32,7 +32,6 @@ the code path (small sizes, no memory figures), not a measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -255,8 +254,9 @@ def main(argv=None) -> int:
                 result["rows"].append(bench_infer(backbone, size, args))
     _print(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return 0
 
 

@@ -187,8 +187,9 @@ def main(argv=None) -> dict:
           + (f", {added / GIB:.2f} GiB added by it" if added is not None else ""))
     print(f"  fused logits max |NumPy - torch| / max |torch| = {r['fused_max_rel_diff']:.1e}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
 
 

@@ -273,8 +273,9 @@ def main(argv=None) -> dict:
         result["whole_image"] = w
         _print_whole(w)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+
+        write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
 
 
