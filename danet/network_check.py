@@ -42,14 +42,17 @@ def torch_stages(model, x: torch.Tensor) -> dict:
     for name in ("conv5a:feat1", "sa:sa_feat", "conv51:sa_conv", "conv5c:feat2", "sc:sc_feat", "conv52:sc_conv"):
         attr, name = name.split(":")
         catch(getattr(head, attr), name)
-    hooks.append(head.register_forward_hook(
-        lambda m, i, out: st.update(zip(("fused_lowres", "pam_lowres", "cam_lowres"), out))))
+
+    def head_done(module, inputs, out):                                # stages in forward order, as refimpl's
+        st["feat_sum"] = st["sa_conv"] + st["sc_conv"]                 # the input of conv8
+        st.update(zip(("fused_lowres", "pam_lowres", "cam_lowres"), out))
+
+    hooks.append(head.register_forward_hook(head_done))
     try:
         outputs = model(x)
     finally:
         for h in hooks:
             h.remove()
-    st["feat_sum"] = st["sa_conv"] + st["sc_conv"]                     # the input of conv8
     st.update(zip(("fused", "pam", "cam"), outputs))
     return st
 

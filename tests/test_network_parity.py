@@ -17,6 +17,7 @@ import torch
 
 import refimpl
 from danet import DANet, state_dict_to_numpy
+from danet.network_check import torch_stages   # the stages of DANet.forward, named and ordered as refimpl's
 from tests.conftest import assert_named_close, rel_err
 
 HEAD_NAMES = ("feat1", "sa_feat", "sa_conv", "feat2", "sc_feat", "sc_conv", "feat_sum")
@@ -52,37 +53,6 @@ def randomise(model: torch.nn.Module, seed: int, gamma_pam: float = 0.7, beta_ca
             elif name.endswith("running_var"):
                 b.copy_(uniform(b.shape, 0.5, 1.5))
     return model.eval()
-
-
-@torch.no_grad()
-def torch_stages(model: DANet, x: torch.Tensor) -> dict:
-    """The stages of one ``DANet.forward``, caught by forward hooks, named as refimpl.danet_forward names them."""
-    bb, head, st, hooks = model.pretrained, model.head, {}, []
-
-    def catch(module, name):
-        hooks.append(module.register_forward_hook(lambda m, i, out: st.__setitem__(name, out.clone())))
-
-    catch(bb.relu, "stem")                                      # ResNet.relu is the stem's ReLU only
-    catch(bb.maxpool, "maxpool")
-    for i in range(1, 5):
-        for j, block in enumerate(getattr(bb, f"layer{i}")):
-            catch(block, f"layer{i}.{j}")
-        catch(getattr(bb, f"layer{i}"), f"layer{i}")
-    for name, module in (("feat1", head.conv5a), ("sa_feat", head.sa), ("sa_conv", head.conv51),
-                         ("feat2", head.conv5c), ("sc_feat", head.sc), ("sc_conv", head.conv52)):
-        catch(module, name)
-    hooks.append(head.register_forward_hook(
-        lambda m, i, out: st.update(zip(("fused_lowres", "pam_lowres", "cam_lowres"), out))))
-    try:
-        outputs = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    order = ["stem", "maxpool"] + [k for k in st if k.startswith("layer")] + list(HEAD_NAMES[:6])
-    st["feat_sum"] = st["sa_conv"] + st["sc_conv"]               # the input of conv8
-    order += ["feat_sum", "fused_lowres", "pam_lowres", "cam_lowres"]
-    st.update(zip(("fused", "pam", "cam"), outputs))
-    return {k: st[k] for k in order + ["fused", "pam", "cam"]}
 
 
 # (id, DANet kwargs, danet_forward kwargs beyond those shared, image (B, H0, W0))
