@@ -20,8 +20,6 @@ from danet import DANet, state_dict_to_numpy
 from danet.network_check import torch_stages   # the stages of DANet.forward, named and ordered as refimpl's
 from tests.conftest import assert_named_close, rel_err
 
-HEAD_NAMES = ("feat1", "sa_feat", "sa_conv", "feat2", "sc_feat", "sc_conv", "feat_sum")
-
 
 def randomise(model: torch.nn.Module, seed: int, gamma_pam: float = 0.7, beta_cam: float = 0.3):
     """Random weights that keep activations O(1) through a deep net, BN statistics ≠ (0, 1), γ, β ≠ 0.
