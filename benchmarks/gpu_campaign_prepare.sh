@@ -4,7 +4,8 @@
 #   2. CamVid packed to <= 50 MiB (pipeline.pack_camvid) into .gpu/camvid  (ignored likewise)
 #   3. the commit into .gpu/COMMIT (the tree travels without .git)
 #   4. checks that what travels -- the working tree, .whl and .gpu -- is <= 64 MiB
-#   5. prints the device run command (<= 2000 characters) to issue, with its carry and timeout_s
+#   5. prints the device run command (<= 2000 characters) to issue, with its carry and timeout_s, and
+#      writes it to .gpu/command.sh (benchmarks/gpu_campaign_rehearse.sh runs it here first)
 #
 # Usage: benchmarks/gpu_campaign_prepare.sh [CAMVID_DATA_ROOT]   (default /work/data/camvid)
 # Environment: PY (python with this project's packages, default .venv/bin/python), PIP_PY (python whose
@@ -65,6 +66,7 @@ echo "working tree $(mib "$tree") + wheels and packed CamVid $(mib "$carried") =
 # 5. the call
 cmd='python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; set -o pipefail; nvidia-smi -L; PYTHONUNBUFFERED=1 python3 benchmarks/gpu_campaign.py --data-root .gpu/camvid --out $OUT 2>&1 | tee $OUT/console.log'
 [ ${#cmd} -le 2000 ] || { echo "prepare: the command is ${#cmd} characters, over 2000" >&2; exit 1; }
+printf '%s\n' "$cmd" > .gpu/command.sh             # what benchmarks/gpu_campaign_rehearse.sh runs, as is
 echo "device run call (${#cmd} characters):"
 echo "  command:   $cmd"
 echo "  carry:     [\".whl\", \".gpu\"]"
