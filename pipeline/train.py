@@ -179,7 +179,7 @@ def train(model, train_set, preset, out_dir: str, seed: int = 0, device: str | N
     weight = _class_weight(train_set, preset)
     loader = _loader(train_set, preset, seed, start, stop, run.device, rank, world)
     net.train()
-    timer, it = _Timer(), start
+    timer, it = _Timer(run.device), start
     bar = tqdm(total=total, initial=start, desc=f"train {preset.name}", disable=not progress or rank != 0, unit="it")
     board = _tensorboard(out_dir, start) if rank == 0 else None
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log:
@@ -347,17 +347,25 @@ def _log(log, board, model, optimizer, it: int, loss_value: float, terms, second
 
 class _Timer:
     """Where the loop's time goes: seconds waiting for batches, the steady rate after ``WARMUP``
-    iterations (timed from the loss reaching the host), and the rate for the duration estimate."""
+    iterations (timed from the loss reaching the host), and the rate for the duration estimate.
 
-    def __init__(self):
+    On CUDA the step's backward and update are still running when the loop asks for the next batch;
+    the clock for the batch starts only once they are done, so that data time is the batch's own
+    (otherwise the first blocking call while building it -- a host-to-device copy -- waits for them
+    and books the step's time as data time)."""
+
+    def __init__(self, device: str = "cpu"):
         self.t0 = time.perf_counter()
         self.data_s, self.steady = 0.0, (0, 0.0)   # seconds waiting for batches; (iterations, seconds) after warm-up
         self.t_data = self.t_steady = self.t_warm = None
+        self.device = torch.device(device)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
     def wait_for_batch(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)   # the step's queued work is step time
         self.t_data = time.perf_counter()
 
     def batch_arrived(self) -> None:

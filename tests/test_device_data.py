@@ -4,6 +4,7 @@ Run on CPU tensors: the code is the same on a GPU. Labels must be identical to P
 differ by one grey level (PIL resizes in fixed point).
 """
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,25 @@ def test_training_on_device_data_in_channels_last_records_data_and_step_time(tmp
     assert timing["data_on_device_load_seconds"] > 0
     conv = model.pretrained.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_on_cuda_the_data_clock_starts_after_the_steps_queued_work(monkeypatch):
+    """The step's backward still runs on the GPU when the next batch is asked for: waiting for it
+    is step time. Without the synchronisation the first blocking copy while building the batch
+    waits for it instead, and the step's time is booked as data time."""
+    from pipeline.train import _Timer
+
+    waited = []
+
+    def synchronize(device=None):                                  # stands in for a GPU finishing a step
+        time.sleep(0.05)
+        waited.append(torch.device(device))
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    timer = _Timer("cuda")
+    timer.wait_for_batch()
+    timer.batch_arrived()
+    assert waited == [torch.device("cuda")] and timer.data_s < 0.05
+    cpu = _Timer("cpu")
+    cpu.wait_for_batch()
+    assert waited == [torch.device("cuda")]                           # nothing to wait for on the CPU
