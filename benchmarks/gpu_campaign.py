@@ -317,6 +317,8 @@ def _trained_danet(c: Campaign):
 
 
 def network_check(c: Campaign) -> dict:
+    """The whole network, NumPy vs torch in float64 on the CPU, per stage, image by image; the record
+    is rewritten after each image, so a section cut short keeps the images it finished."""
     from danet.cli import TOLERANCE
     from danet.network_check import check
 
@@ -326,10 +328,18 @@ def network_check(c: Campaign) -> dict:
         result = check(model, info, image, "float64")
         per_image.append({"image": os.path.basename(path), **result})
         log(f"network_check {os.path.basename(path)}: overall {result['overall_max_rel_error']:.2e}")
-    stages = {s: max(r["stages"][s] for r in per_image) for s in per_image[0]["stages"]}
-    overall = max(stages.values())
-    return {"dtype": "float64", "images": per_image, "stages_max": stages, "overall_max_rel_error": overall,
-            "tolerance": TOLERANCE["float64"], "passed": overall <= TOLERANCE["float64"]}
+        stages = _max_over_images(per_image)
+        overall = max(stages.values())
+        c.results["network_check"] = {
+            "dtype": "float64", "images": per_image, "images_planned": len(images), "stages_max": stages,
+            "overall_max_rel_error": overall, "tolerance": TOLERANCE["float64"],
+            "passed": overall <= TOLERANCE["float64"]}
+    return c.results["network_check"]
+
+
+def _max_over_images(per_image: list) -> dict:
+    """{stage: the largest error over the images' records} (each record holds ``stages``)."""
+    return {s: max(r["stages"][s] for r in per_image) for s in per_image[0]["stages"]}
 
 
 @contextlib.contextmanager
@@ -356,7 +366,8 @@ VARIANTS = {"bf16_autocast": (torch.bfloat16, True), "float32_tf32": (None, True
 
 def gpu_deviation(c: Campaign) -> dict:
     """Each stage of the device's forward under each of :data:`VARIANTS` against the float64 NumPy
-    reference: max|device − NumPy| / max|NumPy|, and the share of pixels whose argmax class differs."""
+    reference: max|device − NumPy| / max|NumPy|, and the share of pixels whose argmax class differs.
+    The record is rewritten after each image, so a section cut short keeps the images it finished."""
     import refimpl
     from danet.export import state_dict_to_numpy
     from danet.network_check import architecture, torch_stages
@@ -380,10 +391,16 @@ def gpu_deviation(c: Campaign) -> dict:
             rows[variant].append({"image": os.path.basename(path),
                                   "stages": {k: rel_err(stages[k], ref[k]) for k in ref},
                                   "changed_pixel_share": float((stages["fused"].argmax(1) != ref_class).mean())})
+        c.results["gpu_deviation"] = _deviation_record(c, rows, len(images))
+    return c.results["gpu_deviation"]
+
+
+def _deviation_record(c: Campaign, rows: dict, planned: int) -> dict:
+    """gpu_deviation's record from ``rows`` ({variant: [per-image record]}) of the images done so far."""
     out = {"device": c.device, "reference": "refimpl.danet_forward, float64, on the CPU",
-           "error": "max|device - NumPy| / max|NumPy| per stage, max over the images"}
+           "error": "max|device - NumPy| / max|NumPy| per stage, max over the images", "images_planned": planned}
     for variant, per_image in rows.items():
-        stages = {s: max(r["stages"][s] for r in per_image) for s in per_image[0]["stages"]}
+        stages = _max_over_images(per_image)
         out[variant] = {"stages_max": stages, "fused_max_rel": stages["fused"],
                         "changed_pixel_share": float(np.mean([r["changed_pixel_share"] for r in per_image])),
                         "images": per_image}

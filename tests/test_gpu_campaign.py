@@ -125,3 +125,45 @@ def test_tf32_is_switched_inside_the_block_and_restored_after():
         with gpu_campaign.tf32(on):
             assert getattr(matmul, name) == expected
         assert getattr(matmul, name) == before
+
+
+def test_a_check_cut_short_keeps_the_images_it_finished(tmp_path, monkeypatch):
+    """network_check and gpu_deviation rewrite their record after each image: when the timer stops
+    one mid-way (here at its second NumPy forward), results.json still holds the first image."""
+    import refimpl
+    import torch
+
+    from danet import DANet
+    from pipeline.build import save_model
+    from tests.test_device_data import make_camvid_scenes
+
+    make_camvid_scenes(tmp_path, "val", 3)
+    torch.manual_seed(0)
+    model = DANet(11, "tiny")
+    with torch.no_grad():
+        model.head.sa.gamma.fill_(0.3)
+        model.head.sc.gamma.fill_(0.2)
+    save_model(model, str(tmp_path / "model.pt"))
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)
+    campaign.results["danet"] = {"model_dir": str(tmp_path), "eval": {"miou": 0.5},      # as section danet leaves it
+                                 "train": {"seconds": 1.0, "timing": {"data_share": 0.1}}}
+    real, calls = refimpl.danet_forward, []
+
+    def forward_then_run_out_of_time(*args, **kwargs):                # each section's second image
+        calls.append(1)
+        if len(calls) in (2, 4):
+            raise gpu_campaign.OutOfTime("stand-in for the section's timer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refimpl, "danet_forward", forward_then_run_out_of_time)
+    campaign.run([("network_check", gpu_campaign.network_check, 60, 0),
+                  ("gpu_deviation", gpu_campaign.gpu_deviation, 45, 0)])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {k: results["sections"][k]["status"] for k in ("network_check", "gpu_deviation")} == \
+        {"network_check": "timed out", "gpu_deviation": "timed out"}
+    check, deviation = results["network_check"], results["gpu_deviation"]
+    assert len(check["images"]) == 1 and check["images_planned"] == 3
+    assert check["passed"] and check["overall_max_rel_error"] <= 1e-10
+    for variant in gpu_campaign.VARIANTS:
+        assert len(deviation[variant]["images"]) == 1 and set(deviation[variant]["stages_max"]) == set(check["stages_max"])
+    assert results["summary"]["network_check_float64_max_rel"] == check["overall_max_rel_error"]
