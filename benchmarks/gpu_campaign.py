@@ -344,16 +344,16 @@ def _max_over_images(per_image: list) -> dict:
 
 @contextlib.contextmanager
 def tf32(on: bool):
-    """TF32 for float32 matmuls and convolutions on or off inside the block, as before afterwards
-    (torch >= 2.9's ``fp32_precision`` switches, else the older ``allow_tf32`` flags)."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        switches, value = [(torch.backends.cuda.matmul, "fp32_precision"),
-                           (torch.backends.cudnn.conv, "fp32_precision")], "tf32" if on else "ieee"
-    else:
-        switches, value = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")], on
+    """TF32 for float32 matmuls and convolutions on or off inside the block, as before afterwards.
+
+    Through the ``allow_tf32`` flags, which torch >= 2.9 keeps in step with its newer per-operation
+    ``fp32_precision`` switches. Setting only the newer ones (matmul ``"tf32"``) leaves the two out of
+    step, and from then on every reader of the older flag raises "you have used mix of the legacy and
+    new APIs" (torch 2.11: ``torch.backends.cuda.matmul.allow_tf32``, ``get_float32_matmul_precision``)."""
+    switches = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
     before = [getattr(obj, name) for obj, name in switches]
     for obj, name in switches:
-        setattr(obj, name, value)
+        setattr(obj, name, on)
     try:
         yield
     finally:

@@ -115,16 +115,20 @@ def test_a_section_without_time_left_is_skipped_and_later_ones_keep_their_reserv
 
 
 def test_tf32_is_switched_inside_the_block_and_restored_after():
+    """Both of torch's TF32 interfaces agree inside the block (where one was set alone, torch >= 2.9
+    raises on reading the other: "mix of the legacy and new APIs"), and everything is as before after it."""
     import torch
 
-    matmul = torch.backends.cuda.matmul
-    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
-    before = getattr(matmul, name)
-    for on, expected in ((True, "tf32" if name == "fp32_precision" else True),
-                         (False, "ieee" if name == "fp32_precision" else False)):
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    for on in (True, False):
         with gpu_campaign.tf32(on):
-            assert getattr(matmul, name) == expected
-        assert getattr(matmul, name) == before
+            assert matmul.allow_tf32 == on and cudnn.allow_tf32 == on
+            assert torch.get_float32_matmul_precision() == ("high" if on else "highest")
+            if hasattr(matmul, "fp32_precision"):                         # torch >= 2.9: what the kernels read
+                assert matmul.fp32_precision == ("tf32" if on else "ieee")
+                assert (cudnn.conv.fp32_precision == "tf32") == on
+        assert (matmul.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision()) == before
 
 
 def test_a_check_cut_short_keeps_the_images_it_finished(tmp_path, monkeypatch):
