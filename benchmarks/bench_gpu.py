@@ -245,19 +245,33 @@ def main(argv=None) -> int:
               "channels_last": args.channels_last, "compile": args.compile,
               "softmax_check": check_softmax_float32(args.device),
               "reference": MMSEG_REFERENCE, "rows": []}
-    for backbone in backbones:
-        if not args.skip_train:
-            for size in train_sizes:
-                result["rows"].append(bench_train(backbone, size, args))
-        if not args.skip_infer:
-            for size in sizes:
-                result["rows"].append(bench_infer(backbone, size, args))
-    _print(result)
     if args.json:
         from pipeline.artifacts import write_json  # here: loading it brings numpy and torch
+    for backbone in backbones:
+        jobs = [(bench_train, s) for s in ([] if args.skip_train else train_sizes)]
+        jobs += [(bench_infer, s) for s in ([] if args.skip_infer else sizes)]
+        for bench, size in jobs:
+            result["rows"].append(_row(bench, backbone, size, args))
+            if args.json:
+                write_json(args.json, result)   # after every row (atomic): a run cut short keeps its rows
+    _print(result)
+    failed = [r for r in result["rows"] if "error" in r and not r["error"].startswith("out of memory")]
+    return 1 if failed else 0
 
-        write_json(args.json, result)   # atomic; NumPy values as numbers
-    return 0
+
+def _row(bench, backbone: str, size: tuple[int, int], args) -> dict:
+    """``bench(backbone, size, args)`` (:func:`bench_train` or :func:`bench_infer`). Running out of
+    memory is a result, recorded inside; any other error becomes this row's ``error`` (and makes the
+    exit status 1), so that one row that fails -- a kernel refusing a shape -- does not cost the others."""
+    try:
+        return bench(backbone, size, args)
+    except Exception as e:
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        train = bench is bench_train
+        return {"task": "train" if train else "infer", "backbone": backbone, "batch": args.batch if train else 1,
+                "size": list(size), "pam_impl": args.train_pam_impl if train else args.pam_impl,
+                "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
 
 
 if __name__ == "__main__":

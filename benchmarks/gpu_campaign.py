@@ -507,10 +507,19 @@ def bench_gpu(c: Campaign) -> dict:
     else:
         argv = ["--device", "cpu", "--backbones", "tiny", "--batch", "1", "--train-sizes", "32x64,32x32",
                 "--sizes", "32x64", "--iters", "1", "--warmup", "0"]
-    if bench.main(argv + ["--json", path]) != 0:
-        raise RuntimeError(f"bench_gpu {' '.join(argv)} exited non-zero")
-    with open(path) as f:
-        return {"argv": argv, **json.load(f)}
+    if os.path.exists(path):
+        os.remove(path)                                               # a --work folder used before
+    try:
+        rc = bench.main(argv + ["--json", path])
+    finally:                                                          # rewritten after each row: a run cut
+        if os.path.exists(path):                                      # short keeps the rows it measured
+            with open(path) as f:
+                c.results["bench_gpu"] = {"argv": argv, **json.load(f)}
+    if rc != 0:
+        errors = [f"{r['backbone']} {r['task']} {r['size']}: {r['error']}" for r in c.results["bench_gpu"]["rows"]
+                  if "error" in r]
+        raise RuntimeError(f"bench_gpu {' '.join(argv)} exited {rc}: {errors}")
+    return c.results["bench_gpu"]
 
 
 # --------------------------------------------------------------------------- summary

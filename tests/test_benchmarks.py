@@ -38,3 +38,28 @@ def test_bench_gpu_cpu_path_reports_every_row(tmp_path):
     for r in infer:
         assert r["pam_impl"] == "chunked" and r["frames_per_s"] > 0 and r["logits_finite"] is True
         assert r["N"] == (r["size"][0] // 8) * (r["size"][1] // 8)
+
+
+def test_bench_gpu_a_failing_row_costs_only_itself(tmp_path, monkeypatch):
+    """A row whose kernel fails (other than running out of memory) records its error; the rows after
+    it are still measured and in the JSON, and the exit status says that one failed."""
+    import json
+
+    from benchmarks import bench_gpu
+
+    real = bench_gpu.bench_infer
+
+    def infer(backbone, size, args):
+        if size == (32, 64):
+            raise RuntimeError("CUDA error: no kernel image is available\nsecond line")
+        return real(backbone, size, args)
+
+    monkeypatch.setattr(bench_gpu, "bench_infer", infer)
+    out = tmp_path / "gpu.json"
+    rc = bench_gpu.main(["--device", "cpu", "--backbones", "tiny", "--batch", "1", "--crop", "32", "--no-amp",
+                         "--sizes", "32x64,40x48", "--iters", "1", "--warmup", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rc == 1 and [(r["task"], r["size"]) for r in rows] == [("train", [32, 32]), ("infer", [32, 64]),
+                                                                  ("infer", [40, 48])]
+    assert rows[1]["error"] == "RuntimeError: CUDA error: no kernel image is available"
+    assert "error" not in rows[0] and "error" not in rows[2] and rows[2]["frames_per_s"] > 0

@@ -57,6 +57,7 @@ def test_smoke_campaign_writes_every_section_into_one_folder(tmp_path):
     # bf16 rounds at ~4e-3 per operation; float32 at ~1e-7: the measurement must tell them apart
     assert deviation["bf16_autocast"]["fused_max_rel"] > 100 * deviation["float32_ieee"]["fused_max_rel"] > 0
     assert {r["task"] for r in results["bench_gpu"]["rows"]} == {"train", "infer"}
+    assert not [r for r in results["bench_gpu"]["rows"] if "error" in r]
     assert results["environment"]["torch"] and results["environment"]["git"]["commit"]
 
     with zipfile.ZipFile(out / "report.zip") as z:
@@ -171,3 +172,22 @@ def test_a_check_cut_short_keeps_the_images_it_finished(tmp_path, monkeypatch):
     for variant in gpu_campaign.VARIANTS:
         assert len(deviation[variant]["images"]) == 1 and set(deviation[variant]["stages_max"]) == set(check["stages_max"])
     assert results["summary"]["network_check_float64_max_rel"] == check["overall_max_rel_error"]
+
+
+def test_bench_gpu_cut_short_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """bench_gpu is the last section: when its timer stops it at the first inference row, the training
+    rows already measured are in results.json."""
+    from benchmarks import bench_gpu
+
+    def infer(*args):
+        raise gpu_campaign.OutOfTime("stand-in for the section's timer")
+
+    monkeypatch.setattr(bench_gpu, "bench_infer", infer)
+    campaign = _campaign(tmp_path, budget_s=gpu_campaign.DEFAULT_BUDGET_S)
+    campaign.run([("bench_gpu", gpu_campaign.bench_gpu, 60, 0)])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["sections"]["bench_gpu"]["status"] == "timed out"
+    rows = results["bench_gpu"]["rows"]
+    assert [(r["task"], r["size"]) for r in rows] == [("train", [32, 64]), ("train", [32, 32])]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert [r["size"] for r in results["summary"]["bench_rows"]] == [[32, 64], [32, 32]]
