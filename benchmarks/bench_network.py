@@ -3,7 +3,9 @@
 What is measured
     A ResNet-50 DANet (output stride 8, plain stem, 19 classes, random weights with He-scaled
     convolutions, BatchNorm statistics ≠ (0, 1) and γ = β = 0.5, so the attention is not the
-    identity) on one float32 image of 512 x 512 (feature map 64 x 64, N = 4,096), inference:
+    identity) on one float32 image of 512 x 512 (feature map 64 x 64, N = 4,096), inference
+    (``--size HxW`` and ``--dtype float64`` for another image and precision, e.g. ``--size 360x480
+    --dtype float64``: the GPU campaign's whole-network check of a CamVid image):
 
     - torch: ``torch.set_num_threads(--threads)``, ``eval()``, ``no_grad``; best of ``--repeats``
       forwards after a small warm-up forward, half of them before the NumPy process runs and
@@ -20,9 +22,9 @@ What is measured
     between the two fused logits, relative to torch's largest |logit|. On a machine shared with
     other work the times are noisy; the memory figure is not.
 
-Usage: ``python benchmarks/bench_network.py [--quick] [--size 512] [--backbone resnet50]
-[--threads 2] [--repeats 2] [--json out.json]``. ``--quick`` runs the tiny backbone at 64 x 64, once:
-a smoke run of the machinery, not a measurement.
+Usage: ``python benchmarks/bench_network.py [--quick] [--size 512|HxW] [--dtype float32|float64]
+[--backbone resnet50] [--threads 2] [--repeats 2] [--json out.json]``. ``--quick`` runs the tiny
+backbone once (at 64 x 64 unless ``--size`` says otherwise): a smoke run of the machinery, not a measurement.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _worker(spec: dict) -> dict:
     import refimpl
 
     weights = refimpl.load_npz(spec["weights"])
-    image = np.load(spec["image"])                                     # (1, 3, H0, W0) float32
+    image = np.load(spec["image"])                                     # (1, 3, H0, W0), the run's dtype
     loaded = _status_bytes()                                           # VmHWM: the peak while loading
     before = loaded["VmRSS"]
     reset = _reset_peak()
@@ -114,7 +116,8 @@ def random_danet(backbone: str, num_classes: int, seed: int = 0):
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny backbone at 64 x 64, once: a smoke run")
-    ap.add_argument("--size", type=int, default=512, help="image height and width (default 512)")
+    ap.add_argument("--size", default=None, help="image size: S (S x S) or HxW (default 512; --quick 64)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="the forward's precision")
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--classes", type=int, default=19)
     ap.add_argument("--threads", type=int, default=2, help="torch threads and OpenBLAS threads (default 2)")
@@ -132,10 +135,11 @@ def main(argv=None) -> dict:
     from danet import export_npz
 
     if args.quick:
-        args.size, args.backbone, args.repeats = 64, "tiny", 1
+        args.size, args.backbone, args.repeats = args.size or "64", "tiny", 1
+    H, W = _size(ap, args.size or "512")
     torch.set_num_threads(args.threads)
-    model = random_danet(args.backbone, args.classes)
-    image = np.random.default_rng(1).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    model = random_danet(args.backbone, args.classes).to(getattr(torch, args.dtype))
+    image = np.random.default_rng(1).standard_normal((1, 3, H, W)).astype(args.dtype)
     torch_times = []
 
     @torch.no_grad()
@@ -148,7 +152,7 @@ def main(argv=None) -> dict:
         return fused
 
     with torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))                               # warm-up, not measured
+        model(torch.randn(1, 3, 64, 64, dtype=getattr(torch, args.dtype)))  # warm-up, not measured
     # torch before and after the NumPy process, so that a burst of load elsewhere does not favour one
     fused_torch = time_torch((args.repeats + 1) // 2)
     with tempfile.TemporaryDirectory(prefix="bench_network_") as tmp:
@@ -161,8 +165,8 @@ def main(argv=None) -> dict:
     time_torch(args.repeats // 2)
 
     result = {
-        "backbone": args.backbone, "image": [args.size, args.size], "classes": args.classes,
-        "feature_map": [args.size // 8, args.size // 8], "threads": args.threads, "repeats": args.repeats,
+        "backbone": args.backbone, "image": [H, W], "dtype": args.dtype, "classes": args.classes,
+        "feature_map": [H // 8, W // 8], "threads": args.threads, "repeats": args.repeats,
         "torch_seconds": min(torch_times), "torch_all_seconds": torch_times,
         "numpy_seconds": numpy_side["seconds"], "numpy_all_seconds": numpy_side["all_seconds"],
         "ratio_numpy_over_torch": numpy_side["seconds"] / min(torch_times),
@@ -177,8 +181,8 @@ def main(argv=None) -> dict:
                       "peak_rss_le_6_gib": result["numpy_peak_rss_bytes"] <= BAR_PEAK_RSS}
     r = result
     added = r["numpy_peak_added_by_forward_bytes"]
-    print(f"DANet {r['backbone']}, {r['classes']} classes, image {args.size}x{args.size} float32 "
-          f"(N = {(args.size // 8) ** 2}), {args.threads} threads, best of {args.repeats}")
+    print(f"DANet {r['backbone']}, {r['classes']} classes, image {H}x{W} {args.dtype} "
+          f"(N = {(H // 8) * (W // 8)}), {args.threads} threads, best of {args.repeats}")
     print(f"  torch CPU forward        {r['torch_seconds']:8.2f} s")
     print(f"  NumPy forward            {r['numpy_seconds']:8.2f} s   = {r['ratio_numpy_over_torch']:.2f} x torch "
           f"(bar <= {BAR_TIME_RATIO:g})")
@@ -191,6 +195,17 @@ def main(argv=None) -> dict:
 
         write_json(args.json, result)   # atomic; NumPy values as numbers
     return result
+
+
+def _size(ap, text: str) -> tuple[int, int]:
+    """``"S"`` -> (S, S); ``"HxW"`` -> (H, W); anything else is refused naming --size."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+        if len(parts) not in (1, 2) or min(parts) < 8:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--size: expected S or HxW with sides >= 8, got {text!r}")
+    return (parts[0], parts[-1])
 
 
 if __name__ == "__main__":

@@ -63,3 +63,16 @@ def test_bench_gpu_a_failing_row_costs_only_itself(tmp_path, monkeypatch):
                                                                   ("infer", [40, 48])]
     assert rows[1]["error"] == "RuntimeError: CUDA error: no kernel image is available"
     assert "error" not in rows[0] and "error" not in rows[2] and rows[2]["frames_per_s"] > 0
+
+
+def test_bench_network_runs_an_oblong_image_in_float64(monkeypatch):
+    """bench_network's --size HxW and --dtype float64 (the campaign's whole-network check of a CamVid
+    image): both forwards run in float64 on an H != W image and agree to float64 rounding."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # as run as a script
+    from benchmarks import bench_network
+
+    result = bench_network.main(["--quick", "--size", "40x56", "--dtype", "float64", "--threads", "1"])
+    assert result["image"] == [40, 56] and result["feature_map"] == [5, 7] and result["dtype"] == "float64"
+    assert result["fused_max_rel_diff"] <= 1e-12 and result["numpy_seconds"] > 0 and result["torch_seconds"] > 0
