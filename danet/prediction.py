@@ -29,7 +29,11 @@ def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tens
     """Probabilities from overlapping crop×crop windows, averaged where they overlap.
 
     The image is padded (zeros: the mean colour after normalisation) up to at least one crop.
+    A stride over the crop is refused: the pixels between windows would get 0/0 probabilities.
     """
+    if not 0 < stride <= crop:
+        raise ValueError(f"sliding-window evaluation: stride {stride} must be in [1, crop {crop}], "
+                         f"or pixels between windows get no prediction")
     _, _, H, W = x.shape
     ph, pw = max(crop - H, 0), max(crop - W, 0)
     xp = F.pad(x, (0, pw, 0, ph))
