@@ -4,10 +4,13 @@ recomputation), and each failed on the code before its fix (the second round aft
 ``test_silent_errors.py``; docs/refusals.md lists the refusals).
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
+from danet import load_checkpoint
 from danet.prediction import predict_probs
 from pipeline.evaluate import confusion_matrix, metrics_from_confusion
 
@@ -53,3 +56,52 @@ def test_sliding_windows_that_leave_gaps_are_refused():
     x = torch.zeros(1, 3, 40, 40)
     with pytest.raises(ValueError, match="stride 24 .* crop 16"):
         predict_probs(model, x, "sliding", crop=16, stride=24)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture
+def pipeline_root(tmp_path):
+    import luigi
+
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path / "A"))
+    config.set("pipeline", "progress", "false")
+    yield tmp_path / "A"
+    config.set("pipeline", "root", "artifacts")
+
+
+def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
+    # a model trained without dilation, with multi-grid and the paper's CAM (the tutorial preset and the
+    # paper's recipes change these) was loaded by `danet predict/check` as a dilated, plain-grid,
+    # official-CAM DANet: the same weights computing another function, exit status 0
+    import luigi
+
+    from pipeline import TrainedModel
+
+    task = TrainedModel(preset="smoke", overrides={"dilated": False, "multi_grid": [2, 3]}, cam_variant="paper")
+    assert luigi.build([task], local_scheduler=True)
+    as_trained = task.load_model(task.output())                          # the pipeline's own loader
+    model_dir = os.path.dirname(task.output().path)
+    x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    for name in ("model.pt", "work/ckpt_000006.pt"):                    # the last training checkpoint too
+        model, info = load_checkpoint(os.path.join(model_dir, name))
+        assert (info.multi_grid, info.dilated, info.cam_variant) == ((2, 3), False, "paper")
+        assert info.sources["dilated"] == info.sources["cam_variant"] == "params.json"
+        assert info.class_names == ("background", "red-keyed shape", "blue-keyed shape", "key")
+        with torch.no_grad():
+            for a, b in zip(model(x), as_trained(x), strict=True):
+                assert torch.equal(a, b)
+
+
+def test_a_params_json_that_is_not_the_checkpoint_s_record_is_refused(tmp_path):
+    import json
+
+    from danet import DANet
+
+    torch.save(DANet(4, "tiny").state_dict(), tmp_path / "model.pt")
+    record = {"task": "TrainedModel", "num_classes": 5, "params": {"attention": "both"}, "preset": {}}
+    (tmp_path / "params.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"params.json says \{'num_classes': 5\} but the weights have"):
+        load_checkpoint(str(tmp_path / "model.pt"))
