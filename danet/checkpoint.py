@@ -154,7 +154,7 @@ from dataclasses import dataclass, field
 import torch
 
 from danet.backbone import ARCHS
-from danet.model import DANet, load_state_dict_strict
+from danet.model import DANet, fill_bn_counters, load_state_dict_strict
 
 FORMATS = ("project", "official", "mmseg", "torchvision")
 
@@ -271,7 +271,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
     except ValueError as e:
         raise ValueError(f"{where}: cannot build DANet({_call(kwargs)}): {e}") from None
     model = model.to(dtype)
-    filled = _fill_bn_counters(model, state, fmt == "torchvision")
+    filled = fill_bn_counters(model.pretrained, state, "pretrained.") if fmt == "torchvision" \
+        else fill_bn_counters(model, state)
     if fmt == "torchvision":
         load_state_dict_strict(model.pretrained, {k.removeprefix("pretrained."): v for k, v in state.items()}, where)
     else:
@@ -569,18 +570,6 @@ def _file_dtype(state) -> torch.dtype:
     """The widest floating dtype of the file's tensors, 16-bit ones counted as float32."""
     found = {v.dtype for v in state.values() if v.is_floating_point()}
     return torch.float64 if torch.float64 in found else torch.float32
-
-
-def _fill_bn_counters(model, state, backbone_only) -> list:
-    """In a file with no BatchNorm ``num_batches_tracked`` counter at all (saved by a torch older
-    than 0.4.1), set them to 0; their names. A file that has some but lacks others is left to fail."""
-    if any(k.endswith("num_batches_tracked") for k in state):
-        return []
-    own = model.pretrained.state_dict(prefix="pretrained.") if backbone_only else model.state_dict()
-    filled = [k for k in own if k.endswith("num_batches_tracked")]
-    for k in filled:
-        state[k] = torch.zeros((), dtype=torch.long)
-    return filled
 
 
 def _call(kwargs) -> str:

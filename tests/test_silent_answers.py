@@ -120,3 +120,18 @@ def test_the_numpy_check_runs_the_network_that_was_loaded(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     result = check(model, info, image)
     assert result["first_stage_over_1e-10"] is None and result["overall_max_rel_error"] < 1e-10
+
+
+def test_a_torchvision_file_without_batchnorm_counters_loads_as_a_pretrained_backbone(tmp_path):
+    # torchvision's ImageNet ResNet files predate BatchNorm's num_batches_tracked (torch 0.4.1);
+    # DANet(pretrained_backbone=...) refused them as "20 problems: missing 'bn1.num_batches_tracked'"
+    from danet import DANet
+    from danet.backbone import ResNet
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in ResNet("resnet18").state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({**state, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, tmp_path / "r18.pth")
+    model = DANet(3, "resnet18", pretrained_backbone=str(tmp_path / "r18.pth"))
+    loaded = model.pretrained.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert all(int(v) == 0 for k, v in loaded.items() if k.endswith("num_batches_tracked"))
