@@ -46,6 +46,8 @@ def metrics_from_confusion(conf: np.ndarray, class_names=None) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
     names = list(class_names) if class_names is not None else [str(k) for k in range(len(tp))]
+    if len(names) != len(tp):
+        raise ValueError(f"metrics_from_confusion: {len(names)} class names for a {len(tp)}-class confusion matrix")
     total = conf.sum()
     return {"miou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
             "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),

@@ -48,6 +48,13 @@ def test_the_confusion_matrix_is_the_hand_count_and_holds_more_than_int32():
     assert m["per_class_iou"]["0"] == pytest.approx(2 / 3) and m["pixel_accuracy"] == pytest.approx(4 / 5)
 
 
+def test_class_names_of_another_length_are_refused_not_zipped_short():
+    # 2 names for 3 classes: per_class_iou silently lost class 2 (zip stops at the shorter)
+    conf = confusion_matrix(np.array([0, 1, 2]), np.array([0, 1, 2]), 3)
+    with pytest.raises(ValueError, match=r"2 class names for a 3-class confusion matrix"):
+        metrics_from_confusion(conf, ["a", "b"])
+
+
 def test_sliding_windows_that_leave_gaps_are_refused():
     # stride 24 > crop 16 left rows 16..23 in no window: 0/0 = NaN probabilities, argmax class 0
     def model(x):
