@@ -9,14 +9,15 @@ Images are normalised by :func:`danet.preprocess.normalize` (ImageNet mean and s
 Memory on a large image: the explicit PAM forms an N×N matrix (4 GiB in float32 for a 1024×2048
 image, N = 32,768), so :func:`predict` expects a model built with ``pam_impl="chunked"``.
 
-How views are combined (mmsegmentation's rule, not the authors'): the softmax probabilities of the
-flips, windows and scales are averaged; windows lie on a stride grid whose last row and column are
-moved back to end at the image border; an image smaller than the crop is padded with zeros (the mean
-colour). The authors' ``MultiEvalModule`` (``encoding/models/sseg/base.py``) sums the *logits* of an
-image and its mirror and exponentiates the sum (so its flip is logit averaging), averages those
-exp-sums over windows, pads with black (−mean/std) and pads the last window instead of moving it.
-One view gives the same argmax either way; where flips or windows disagree the two rules can pick
-different classes, so an mIoU measured here can differ from theirs in its last digits.
+How views are combined: the softmax probabilities of the flips, windows and scales are averaged;
+windows lie on a stride grid whose last row and column are moved back to end at the image border
+(as mmsegmentation's slide inference, which averages window logits, then probabilities over flips
+and scales); an image smaller than the crop is padded with zeros (the mean colour). The authors'
+``MultiEvalModule`` (``encoding/models/sseg/base.py``) sums the *logits* of an image and its mirror
+and exponentiates the sum (so its flip is logit averaging), averages those exp-sums over windows,
+pads with black (−mean/std) and pads the last window instead of moving it. One view gives the same
+argmax either way; where flips or windows disagree the rules can pick different classes, so an
+mIoU measured here can differ from theirs in its last digits.
 """
 
 from __future__ import annotations
