@@ -68,17 +68,6 @@ def test_sliding_windows_that_leave_gaps_are_refused():
 # --------------------------------------------------------------------------- checkpoints
 
 
-@pytest.fixture
-def pipeline_root(tmp_path):
-    import luigi
-
-    config = luigi.configuration.get_config()
-    config.set("pipeline", "root", str(tmp_path / "A"))
-    config.set("pipeline", "progress", "false")
-    yield tmp_path / "A"
-    config.set("pipeline", "root", "artifacts")
-
-
 def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
     # a model trained without dilation, with multi-grid and the paper's CAM (the tutorial preset and the
     # paper's recipes change these) was loaded by `danet predict/check` as a dilated, plain-grid,
