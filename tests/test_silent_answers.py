@@ -69,26 +69,48 @@ def test_sliding_windows_that_leave_gaps_are_refused():
 
 
 def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
-    # a model trained without dilation, with multi-grid and the paper's CAM (the tutorial preset and the
-    # paper's recipes change these) was loaded by `danet predict/check` as a dilated, plain-grid,
+    # a model trained without dilation, at output stride 16 and with the paper's CAM (the tutorial
+    # preset and overrides change these) was loaded by `danet predict/check` as a dilated, stride-8,
     # official-CAM DANet: the same weights computing another function, exit status 0
     import luigi
 
     from pipeline import TrainedModel
 
-    task = TrainedModel(preset="smoke", overrides={"dilated": False, "multi_grid": [2, 3]}, cam_variant="paper")
+    task = TrainedModel(preset="smoke", overrides={"dilated": False, "output_stride": 16}, cam_variant="paper")
     assert luigi.build([task], local_scheduler=True)
     as_trained = task.load_model(task.output())                          # the pipeline's own loader
     model_dir = os.path.dirname(task.output().path)
     x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
     for name in ("model.pt", "work/ckpt_000006.pt"):                    # the last training checkpoint too
         model, info = load_checkpoint(os.path.join(model_dir, name))
-        assert (info.multi_grid, info.dilated, info.cam_variant) == ((2, 3), False, "paper")
+        assert (info.output_stride, info.dilated, info.cam_variant) == (16, False, "paper")
         assert info.sources["dilated"] == info.sources["cam_variant"] == "params.json"
         assert info.class_names == ("background", "red-keyed shape", "blue-keyed shape", "key")
         with torch.no_grad():
             for a, b in zip(model(x), as_trained(x), strict=True):
                 assert torch.equal(a, b)
+
+
+def _record(num_classes, attention="both", cam_variant="official", **preset):
+    """The fields of a TrainedModel's params.json that load_checkpoint reads."""
+    return {"task": "TrainedModel", "num_classes": num_classes, "params": {"attention": attention,
+            "cam_variant": cam_variant}, "preset": {"output_stride": 8, "multi_grid": None, "dilated": True, **preset}}
+
+
+def test_a_multi_grid_recorded_beside_the_checkpoint_is_used(tmp_path):
+    import json
+
+    from danet import DANet
+    from tests.test_network_parity import randomise
+
+    src = randomise(DANet(4, "tiny", multi_grid=(2, 3)), seed=2)
+    torch.save(src.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "params.json").write_text(json.dumps(_record(4, multi_grid=[2, 3])))
+    model, info = load_checkpoint(str(tmp_path / "model.pt"))
+    assert info.multi_grid == (2, 3) and info.sources["multi_grid"] == "params.json"
+    x = torch.randn(1, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], src(x)[0])
 
 
 def test_a_params_json_that_is_not_the_checkpoint_s_record_is_refused(tmp_path):
@@ -97,25 +119,21 @@ def test_a_params_json_that_is_not_the_checkpoint_s_record_is_refused(tmp_path):
     from danet import DANet
 
     torch.save(DANet(4, "tiny").state_dict(), tmp_path / "model.pt")
-    record = {"task": "TrainedModel", "num_classes": 5, "params": {"attention": "both"}, "preset": {}}
-    (tmp_path / "params.json").write_text(json.dumps(record))
+    (tmp_path / "params.json").write_text(json.dumps(_record(5)))
     with pytest.raises(ValueError, match=r"params.json says \{'num_classes': 5\} but the weights have"):
         load_checkpoint(str(tmp_path / "model.pt"))
 
 
-def test_the_numpy_check_runs_the_network_that_was_loaded(tmp_path):
-    # danet check guessed `dilated` from layer4's dilations: multi-grid without dilation made it build a
-    # dilated layer3 in NumPy and report the reference 64 % off at layer3.1 -- a false failure
+def test_multi_grid_without_dilation_is_refused():
+    # dilated=False promises no dilation, but a multi_grid (a preset's, kept under an override
+    # dilated=False) dilated layer4 by (2, 3) anyway: another receptive field than asked for
     from danet import DANet
-    from danet.network_check import check
-    from tests.test_network_parity import randomise
+    from refimpl.backbone import stage_plan
 
-    torch.save(randomise(DANet(4, "tiny", dilated=False, multi_grid=(2, 3)), seed=1).state_dict(),
-               tmp_path / "model.pt")
-    model, info = load_checkpoint(str(tmp_path / "model.pt"), dilated=False, multi_grid=(2, 3))
-    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-    result = check(model, info, image)
-    assert result["first_stage_over_1e-10"] is None and result["overall_max_rel_error"] < 1e-10
+    for build in (lambda: DANet(4, "tiny", dilated=False, multi_grid=(2, 3)),
+                  lambda: stage_plan((2, 2, 2, 2), 8, (2, 3), dilated=False)):
+        with pytest.raises(ValueError, match=r"multi_grid \(2, 3\) dilates layer4, dilated=False"):
+            build()
 
 
 def test_a_torchvision_file_without_batchnorm_counters_loads_as_a_pretrained_backbone(tmp_path):
