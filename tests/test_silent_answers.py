@@ -149,3 +149,20 @@ def test_a_torchvision_file_without_batchnorm_counters_loads_as_a_pretrained_bac
     loaded = model.pretrained.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     assert all(int(v) == 0 for k, v in loaded.items() if k.endswith("num_batches_tracked"))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def test_float64_normalisation_uses_the_exact_imagenet_constants():
+    # the float64 path subtracted float32-rounded means (0.485 -> 0.48500001430511475): inputs off by
+    # 5e-8 relative, 500 times the float64 bar of a NumPy-vs-torch check against an independent pipeline
+    from danet.numerics import TOLERANCE, rel_err
+    from danet.preprocess import normalize
+
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    exact = (image / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])  # (H, W, 3)
+    assert rel_err(normalize(image, torch.float64)[0].numpy(), exact.transpose(2, 0, 1)) < TOLERANCE["float64"]
+    single = ((image.astype(np.float32) / np.float32(255) - np.array([0.485, 0.456, 0.406], np.float32))
+              / np.array([0.229, 0.224, 0.225], np.float32))                                     # float32 throughout
+    assert np.array_equal(normalize(image, torch.float32)[0].numpy(), single.transpose(2, 0, 1))
