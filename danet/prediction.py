@@ -31,8 +31,9 @@ from danet.preprocess import normalize
 
 
 def _forward_probs(model, x: torch.Tensor) -> torch.Tensor:
-    """Softmax of the evaluated (first) output, (B, K, H, W)."""
-    return torch.softmax(model(x)[0].float(), dim=1)
+    """Softmax of the evaluated (first) output, (B, K, H, W): float64 for a float64 model, else float32."""
+    logits = model(x)[0]
+    return torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=1)
 
 
 def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
@@ -48,7 +49,7 @@ def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tens
     ph, pw = max(crop - H, 0), max(crop - W, 0)
     xp = F.pad(x, (0, pw, 0, ph))
     Hp, Wp = xp.shape[2:]
-    probs, count = None, torch.zeros(1, 1, Hp, Wp, device=x.device)
+    probs, count = None, torch.zeros(1, 1, Hp, Wp, device=x.device)   # count: small integers, exact in float32
     ys = list(range(0, max(Hp - crop, 0) + 1, stride))
     xs = list(range(0, max(Wp - crop, 0) + 1, stride))
     if ys[-1] + crop < Hp:
@@ -59,7 +60,7 @@ def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tens
         for x0 in xs:
             p = _forward_probs(model, xp[:, :, y0:y0 + crop, x0:x0 + crop])
             if probs is None:
-                probs = torch.zeros(x.shape[0], p.shape[1], Hp, Wp, device=x.device)
+                probs = torch.zeros(x.shape[0], p.shape[1], Hp, Wp, dtype=p.dtype, device=x.device)
             probs[:, :, y0:y0 + crop, x0:x0 + crop] += p
             count[:, :, y0:y0 + crop, x0:x0 + crop] += 1
     return (probs / count)[:, :, :H, :W]

@@ -166,3 +166,16 @@ def test_float64_normalisation_uses_the_exact_imagenet_constants():
     single = ((image.astype(np.float32) / np.float32(255) - np.array([0.485, 0.456, 0.406], np.float32))
               / np.array([0.229, 0.224, 0.225], np.float32))                                     # float32 throughout
     assert np.array_equal(normalize(image, torch.float32)[0].numpy(), single.transpose(2, 0, 1))
+
+
+def test_a_float64_model_s_probabilities_stay_float64():
+    # logits 1e-9 apart: the class probabilities were rounded to float32 first, a tie, argmax class 0
+    def model(x):
+        logit = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype)
+        logit[:, 1] = 1e-9
+        return (logit,)
+
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    for kwargs in ({}, {"flip": True}, {"mode": "sliding", "crop": 4, "stride": 2}):
+        probs = predict_probs(model, x, **kwargs)
+        assert probs.dtype == torch.float64 and (probs.argmax(1) == 1).all(), kwargs
