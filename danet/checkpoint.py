@@ -13,9 +13,13 @@ Formats
 ``project``
     ``model.pt`` of ``pipeline.tasks.TrainedModel`` (a plain ``DANet.state_dict()``) or a training
     checkpoint ``ckpt_*.pt`` of ``pipeline.train`` (a dict whose ``"model"`` is that state_dict,
-    beside optimizer, iteration and RNG states, which are not read). Defaults: output stride 8,
-    no multi-grid, ``align_corners=True``. The pipeline's presets for Cityscapes and VOC train
-    with ``multi_grid=(4, 8, 16)``: pass it, as the weights cannot tell.
+    beside optimizer, iteration and RNG states, which are not read). The weights cannot tell output
+    stride, multi-grid, dilation or the CAM variant, so they are read from the ``params.json`` the
+    pipeline writes beside ``model.pt`` (one folder up for ``work/ckpt_*.pt``), with the class names
+    (source ``"params.json"``); a record whose class count or attention disagrees with the weights is
+    refused. Without a record: output stride 8, no multi-grid, dilated, the official CAM,
+    ``align_corners=True`` -- pass what differs (the Cityscapes and VOC presets train with
+    ``multi_grid=(4, 8, 16)``, the tutorial preset with ``dilated=False``).
 ``official``
     The authors' release (junfu1115/DANet): a ``.pth.tar`` dict with ``"state_dict"`` (keys may
     carry DataParallel's ``module.``), backbone under ``pretrained.``, head under ``head.``; the
@@ -140,6 +144,7 @@ mmsegmentation 1.2.2 (wheel from the package registry):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
@@ -149,16 +154,17 @@ from dataclasses import dataclass, field
 import torch
 
 from danet.backbone import ARCHS
-from danet.model import DANet, load_state_dict_strict
+from danet.model import DANet, fill_bn_counters, load_state_dict_strict
 
 FORMATS = ("project", "official", "mmseg", "torchvision")
 
 # What the weights cannot tell, per format (overrides win).
+_PLAIN = {"dilated": True, "cam_variant": "official"}
 FORMAT_DEFAULTS = {
-    "project": {"output_stride": 8, "multi_grid": None, "align_corners": True},
-    "official": {"output_stride": 8, "multi_grid": (4, 8, 16), "align_corners": True},
-    "mmseg": {"output_stride": 8, "multi_grid": None, "align_corners": False},
-    "torchvision": {"output_stride": 8, "multi_grid": None, "align_corners": True},
+    "project": {"output_stride": 8, "multi_grid": None, "align_corners": True, **_PLAIN},
+    "official": {"output_stride": 8, "multi_grid": (4, 8, 16), "align_corners": True, **_PLAIN},
+    "mmseg": {"output_stride": 8, "multi_grid": None, "align_corners": False, **_PLAIN},
+    "torchvision": {"output_stride": 8, "multi_grid": None, "align_corners": True, **_PLAIN},
 }
 
 OVERRIDES = ("num_classes", "backbone", "output_stride", "multi_grid", "attention", "cam_variant",
@@ -193,7 +199,8 @@ class CheckpointInfo:
     """What ``load_checkpoint`` found and built.
 
     ``sources`` maps each setting to where it came from: ``"weights"``, ``"override"``,
-    ``"meta"`` (the config text saved in an mmseg checkpoint) or ``"format default"``.
+    ``"meta"`` (the config text saved in an mmseg checkpoint), ``"params.json"`` (the pipeline's
+    record beside a project checkpoint) or ``"format default"``.
     ``ignored`` lists the file's keys that were not loaded (named as in the file, after removing
     a ``module.`` prefix); ``filled`` the BatchNorm counters absent from the file, set to 0.
     ``dtype`` is the model's floating dtype (``sources["dtype"]``: ``"weights"`` or ``"argument"``).
@@ -216,6 +223,8 @@ class CheckpointInfo:
     class_names: tuple | None = None
     sources: dict = field(default_factory=dict)
     dtype: str = "float32"
+    dilated: bool = True
+    cam_variant: str = "official"
 
 
 def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None = None,
@@ -253,7 +262,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
     if fmt == "mmseg":
         where = f"checkpoint '{path}' (format 'mmseg', keys compared under DANet's names)"
     state, ignored = _to_danet_names(state, fmt, drop_aux=overrides.get("aux") is False)
-    kwargs, sources = _settings(state, fmt, meta, overrides, where)
+    record = trained_record(path) if fmt == "project" else None
+    kwargs, sources = _settings(state, fmt, meta, record, overrides, where)
     dtype, sources["dtype"] = (_file_dtype(state), "weights") if dtype is None else (dtype, "argument")
 
     try:
@@ -261,7 +271,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
     except ValueError as e:
         raise ValueError(f"{where}: cannot build DANet({_call(kwargs)}): {e}") from None
     model = model.to(dtype)
-    filled = _fill_bn_counters(model, state, fmt == "torchvision")
+    filled = fill_bn_counters(model.pretrained, state, "pretrained.") if fmt == "torchvision" \
+        else fill_bn_counters(model, state)
     if fmt == "torchvision":
         load_state_dict_strict(model.pretrained, {k.removeprefix("pretrained."): v for k, v in state.items()}, where)
     else:
@@ -271,8 +282,9 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
         stem=kwargs["stem"], stem_width=kwargs["stem_width"], multi_grid=kwargs["multi_grid"],
         output_stride=kwargs["output_stride"], align_corners=kwargs["align_corners"],
         attention=model.head.attention, aux=model.auxlayer is not None, ignored=tuple(ignored),
-        filled=tuple(filled), prefix_stripped=stripped, class_names=_class_names(meta), sources=sources,
-        dtype=str(dtype).removeprefix("torch."))
+        filled=tuple(filled), prefix_stripped=stripped, class_names=_class_names(meta) or _class_names(record),
+        sources=sources, dtype=str(dtype).removeprefix("torch."), dilated=kwargs["dilated"],
+        cam_variant=kwargs["cam_variant"])
     return model.eval(), info
 
 
@@ -305,9 +317,9 @@ def _to_danet_names(state: dict, fmt: str, drop_aux: bool) -> tuple[dict, list]:
     return state, ignored
 
 
-def _settings(state: dict, fmt: str, meta, overrides: dict, where: str) -> tuple[dict, dict]:
-    """DANet arguments: read from the weights, else the format's default (or an mmseg file's meta),
-    overridden by ``overrides``; and where each came from."""
+def _settings(state: dict, fmt: str, meta, record, overrides: dict, where: str) -> tuple[dict, dict]:
+    """DANet arguments: read from the weights, else the format's default (or an mmseg file's meta, or a
+    project file's ``params.json`` record), overridden by ``overrides``; and where each came from."""
     kwargs, sources = _infer(state, fmt, where)
     defaults = dict(FORMAT_DEFAULTS[fmt])
     if fmt == "official" and ARCHS[kwargs["backbone"]][1][3] != 3:
@@ -317,6 +329,8 @@ def _settings(state: dict, fmt: str, meta, overrides: dict, where: str) -> tuple
     from_meta = _mmseg_align_corners(meta) if fmt == "mmseg" else None
     if from_meta is not None:
         kwargs["align_corners"], sources["align_corners"] = from_meta, "meta"
+    for name, value in _record_settings(record, kwargs, where).items():
+        kwargs[name], sources[name] = value, "params.json"
     for name, value in overrides.items():
         kwargs[name], sources[name] = value, "override"
     if fmt == "torchvision" and "num_classes" not in overrides:
@@ -394,10 +408,51 @@ def _mmseg_align_corners(meta) -> bool | None:
 
 
 def _class_names(meta) -> tuple | None:
+    """The class names an mmseg meta or a pipeline record holds."""
     if not isinstance(meta, dict):
         return None
-    names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
+    names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes") or meta.get("class_names")
     return tuple(names) if isinstance(names, (list, tuple)) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline's record beside a project checkpoint
+
+
+def record_beside(checkpoint: str) -> dict | None:
+    """The ``params.json`` beside a checkpoint as a dict -- for ``<model dir>/work/ckpt_*.pt`` the one a
+    folder up, where ``pipeline.tasks.TrainedModel`` writes it -- or None where there is none."""
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    for candidate in (folder, os.path.dirname(folder)) if os.path.basename(folder) == "work" else (folder,):
+        try:
+            with open(os.path.join(candidate, "params.json")) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        return record if isinstance(record, dict) else None
+    return None
+
+
+def trained_record(checkpoint: str) -> dict | None:
+    """:func:`record_beside` if it is a ``TrainedModel`` record (what trained this file), else None."""
+    record = record_beside(checkpoint)
+    return record if record is not None and record.get("task") == "TrainedModel" else None
+
+
+def _record_settings(record, kwargs: dict, where: str) -> dict:
+    """What a ``TrainedModel`` record says of the architecture; refused where it contradicts the weights."""
+    if record is None:
+        return {}
+    preset, params = record.get("preset") or {}, record.get("params") or {}
+    said = {"num_classes": record.get("num_classes"), "attention": params.get("attention")}
+    wrong = {k: v for k, v in said.items() if v is not None and v != kwargs[k]}
+    if wrong:
+        raise ValueError(f"{where}: its params.json says {wrong} but the weights have "
+                         f"{ {k: kwargs[k] for k in wrong} }: the record is not this file's")
+    settings = {k: preset[k] for k in ("output_stride", "multi_grid", "dilated") if k in preset}
+    if "cam_variant" in params:
+        settings["cam_variant"] = params["cam_variant"]
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,18 +570,6 @@ def _file_dtype(state) -> torch.dtype:
     """The widest floating dtype of the file's tensors, 16-bit ones counted as float32."""
     found = {v.dtype for v in state.values() if v.is_floating_point()}
     return torch.float64 if torch.float64 in found else torch.float32
-
-
-def _fill_bn_counters(model, state, backbone_only) -> list:
-    """In a file with no BatchNorm ``num_batches_tracked`` counter at all (saved by a torch older
-    than 0.4.1), set them to 0; their names. A file that has some but lacks others is left to fail."""
-    if any(k.endswith("num_batches_tracked") for k in state):
-        return []
-    own = model.pretrained.state_dict(prefix="pretrained.") if backbone_only else model.state_dict()
-    filled = [k for k in own if k.endswith("num_batches_tracked")]
-    for k in filled:
-        state[k] = torch.zeros((), dtype=torch.long)
-    return filled
 
 
 def _call(kwargs) -> str:

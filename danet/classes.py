@@ -153,14 +153,8 @@ def _generic_names(k: int) -> tuple:
 
 def names_beside(checkpoint: str) -> tuple | None:
     """The class names a project checkpoint's ``params.json`` records (the pipeline writes one beside
-    every ``model.pt``), or None when there is no such file or it records none."""
-    import json
-    import os
+    every ``model.pt``; :func:`danet.checkpoint.record_beside`), or None when there is none."""
+    from danet.checkpoint import record_beside
 
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "params.json")
-    try:
-        with open(path) as f:
-            names = json.load(f).get("class_names")
-    except (OSError, ValueError, AttributeError):
-        return None
+    names = (record_beside(checkpoint) or {}).get("class_names")
     return tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None

@@ -110,7 +110,21 @@ def load_backbone(backbone: nn.Module, source: str) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k.removeprefix("pretrained."): v for k, v in state.items() if not k.startswith("fc.")}
+    fill_bn_counters(backbone, state)
     load_state_dict_strict(backbone, state, where=f"pretrained_backbone '{source}'")
+
+
+def fill_bn_counters(module: nn.Module, state: dict, prefix: str = "") -> list:
+    """In a state_dict with no BatchNorm ``num_batches_tracked`` counter at all (torch before 0.4.1:
+    torchvision's ImageNet ResNet files), set ``module``'s counters (named under ``prefix``) to 0 and
+    return their names; they never enter an eval-mode forward. One that has some but lacks others is
+    left to fail the strict load."""
+    if any(k.endswith("num_batches_tracked") for k in state):
+        return []
+    filled = [k for k in module.state_dict(prefix=prefix) if k.endswith("num_batches_tracked")]
+    for k in filled:
+        state[k] = torch.zeros((), dtype=torch.long)
+    return filled
 
 
 def load_state_dict_strict(module: nn.Module, state: dict, where: str) -> None:

@@ -18,10 +18,8 @@ from danet.preprocess import normalize
 
 def architecture(model, info) -> dict:
     """The ``refimpl.danet_forward`` arguments that make it the same network as ``model``."""
-    convs = [m for m in model.pretrained.layer4.modules() if isinstance(m, torch.nn.Conv2d)]
     return {"backbone": info.backbone, "stem": info.stem, "stem_width": info.stem_width,
-            "output_stride": info.output_stride, "multi_grid": info.multi_grid,
-            "dilated": info.output_stride == 32 or any(c.dilation[0] > 1 for c in convs),
+            "output_stride": info.output_stride, "multi_grid": info.multi_grid, "dilated": info.dilated,
             "align_corners": model.align_corners, "cam_variant": model.head.sc.variant}
 
 

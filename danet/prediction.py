@@ -8,6 +8,16 @@ Images are normalised by :func:`danet.preprocess.normalize` (ImageNet mean and s
 
 Memory on a large image: the explicit PAM forms an N×N matrix (4 GiB in float32 for a 1024×2048
 image, N = 32,768), so :func:`predict` expects a model built with ``pam_impl="chunked"``.
+
+How views are combined: the softmax probabilities of the flips, windows and scales are averaged;
+windows lie on a stride grid whose last row and column are moved back to end at the image border
+(as mmsegmentation's slide inference, which averages window logits, then probabilities over flips
+and scales); an image smaller than the crop is padded with zeros (the mean colour). The authors'
+``MultiEvalModule`` (``encoding/models/sseg/base.py``) sums the *logits* of an image and its mirror
+and exponentiates the sum (so its flip is logit averaging), averages those exp-sums over windows,
+pads with black (−mean/std) and pads the last window instead of moving it. One view gives the same
+argmax either way; where flips or windows disagree the rules can pick different classes, so an
+mIoU measured here can differ from theirs in its last digits.
 """
 
 from __future__ import annotations
@@ -21,20 +31,25 @@ from danet.preprocess import normalize
 
 
 def _forward_probs(model, x: torch.Tensor) -> torch.Tensor:
-    """Softmax of the evaluated (first) output, (B, K, H, W)."""
-    return torch.softmax(model(x)[0].float(), dim=1)
+    """Softmax of the evaluated (first) output, (B, K, H, W): float64 for a float64 model, else float32."""
+    logits = model(x)[0]
+    return torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=1)
 
 
 def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
     """Probabilities from overlapping crop×crop windows, averaged where they overlap.
 
     The image is padded (zeros: the mean colour after normalisation) up to at least one crop.
+    A stride over the crop is refused: the pixels between windows would get 0/0 probabilities.
     """
+    if not 0 < stride <= crop:
+        raise ValueError(f"sliding-window evaluation: stride {stride} must be in [1, crop {crop}], "
+                         f"or pixels between windows get no prediction")
     _, _, H, W = x.shape
     ph, pw = max(crop - H, 0), max(crop - W, 0)
     xp = F.pad(x, (0, pw, 0, ph))
     Hp, Wp = xp.shape[2:]
-    probs, count = None, torch.zeros(1, 1, Hp, Wp, device=x.device)
+    probs, count = None, torch.zeros(1, 1, Hp, Wp, device=x.device)   # count: small integers, exact in float32
     ys = list(range(0, max(Hp - crop, 0) + 1, stride))
     xs = list(range(0, max(Wp - crop, 0) + 1, stride))
     if ys[-1] + crop < Hp:
@@ -45,7 +60,7 @@ def sliding_window(model, x: torch.Tensor, crop: int, stride: int) -> torch.Tens
         for x0 in xs:
             p = _forward_probs(model, xp[:, :, y0:y0 + crop, x0:x0 + crop])
             if probs is None:
-                probs = torch.zeros(x.shape[0], p.shape[1], Hp, Wp, device=x.device)
+                probs = torch.zeros(x.shape[0], p.shape[1], Hp, Wp, dtype=p.dtype, device=x.device)
             probs[:, :, y0:y0 + crop, x0:x0 + crop] += p
             count[:, :, y0:y0 + crop, x0:x0 + crop] += 1
     return (probs / count)[:, :, :H, :W]

@@ -17,11 +17,23 @@ from pipeline.datasets import IGNORE_INDEX, DatasetError
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts: row = true class, column = predicted class; ignore-labelled pixels skipped."""
-    pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
+    """(K, K) counts: row = true class, column = predicted class; ignore-labelled pixels skipped.
+
+    A prediction of another shape than its label, or outside [0, K), is refused: flattened, it would
+    pair pixels with other pixels' labels, or count class K as "true t + 1, predicted 0".
+    """
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"confusion_matrix: prediction of shape {pred.shape} and label of shape {target.shape}; "
+                         f"resize the prediction to the label first")
+    pred, target = pred.ravel(), target.ravel()
     keep = target != IGNORE_INDEX
     if np.any((target[keep] < 0) | (target[keep] >= num_classes)):
         raise ValueError(f"confusion_matrix: target values outside [0, {num_classes}) and not {IGNORE_INDEX}")
+    bad = (pred[keep] < 0) | (pred[keep] >= num_classes)
+    if np.any(bad):
+        raise ValueError(f"confusion_matrix: prediction values {np.unique(pred[keep][bad])[:10].tolist()} outside "
+                         f"[0, {num_classes}): the model has more classes than the dataset")
     idx = target[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
@@ -34,6 +46,8 @@ def metrics_from_confusion(conf: np.ndarray, class_names=None) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
     names = list(class_names) if class_names is not None else [str(k) for k in range(len(tp))]
+    if len(names) != len(tp):
+        raise ValueError(f"metrics_from_confusion: {len(names)} class names for a {len(tp)}-class confusion matrix")
     total = conf.sum()
     return {"miou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
             "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),

@@ -46,13 +46,17 @@ def stage_plan(blocks: tuple, output_stride: int = 8, multi_grid=None, dilated: 
 
     The stem and layer2 bring the stride to 8; layer3 and layer4 halve it further only as far as
     ``output_stride`` allows, and dilate instead: os 8 -> dilations (2, 4), os 16 -> (1, 2),
-    os 32 -> (1, 1). ``dilated=False`` keeps the strides but drops the dilations.
+    os 32 -> (1, 1). ``dilated=False`` keeps the strides but drops the dilations (so it refuses a
+    ``multi_grid``, which would dilate layer4 again).
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     if multi_grid is not None and (output_stride != 8 or len(multi_grid) != blocks[3]):
         raise ValueError(f"multi_grid {tuple(multi_grid)} needs output_stride 8 and {blocks[3]} entries "
                          "(one per layer4 block)")
+    if multi_grid is not None and not dilated:
+        raise ValueError(f"multi_grid {tuple(multi_grid)} dilates layer4, dilated=False asks for no dilation: "
+                         "pass multi_grid=None with dilated=False")
     s3, s4 = {8: (1, 1), 16: (2, 1), 32: (2, 2)}[output_stride]
     d3 = 2 if s3 == 1 else 1
     d4 = 2 * d3 if s4 == 1 else d3

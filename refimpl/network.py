@@ -76,7 +76,7 @@ def danet_forward(image, weights: Mapping[str, np.ndarray], *, backbone: str | N
         A = \\mathrm{ResNet}(x),\\quad (f, p, c) = \\mathrm{Head}(A),\\quad
         \\text{out} = (M_H\\, f\\, M_W^\\top,\\ M_H\\, p\\, M_W^\\top,\\ M_H\\, c\\, M_W^\\top)
 
-    with M_H, M_W the bilinear resize matrices of :func:`refimpl.resample.bilinear_matrix`.
+    with M_H, M_W the bilinear resize matrices of :func:`refimpl.layers.bilinear_matrix`.
 
     Parameters
     ----------

@@ -31,3 +31,15 @@ def assert_named_close(ours: dict, theirs: dict, rtol: float, order=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def pipeline_root(tmp_path):
+    """A fresh artifact root ``tmp_path/A`` for the Luigi tasks of one test (progress bars off)."""
+    import luigi
+
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "root", str(tmp_path / "A"))
+    config.set("pipeline", "progress", "false")
+    yield tmp_path / "A"
+    config.set("pipeline", "root", "artifacts")

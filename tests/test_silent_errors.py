@@ -156,17 +156,6 @@ def test_max_pixels_lifts_the_limit_in_the_cli(tiny_state, tmp_path):
 
 # ---- the pipeline ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def pipeline_root(tmp_path):
-    import luigi
-
-    config = luigi.configuration.get_config()
-    config.set("pipeline", "root", str(tmp_path / "A"))
-    config.set("pipeline", "progress", "false")
-    yield tmp_path / "A"
-    config.set("pipeline", "root", "artifacts")
-
-
 def test_a_copied_artifact_root_reads_its_own_data(pipeline_root, tmp_path):
     import json
     import shutil
