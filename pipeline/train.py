@@ -63,10 +63,13 @@ def segmentation_loss(outputs, target, weight=None):
     """Sum of the cross-entropies of every output (1:1:1 for DANet's fused, pam, cam).
 
     Each term is Σ_i w[y_i]·(−log p_i[y_i]) / Σ_i w[y_i] over the labelled pixels i, with the class
-    weights w of :func:`class_weights` (all 1 when ``weight`` is None: the plain mean).
+    weights w of :func:`class_weights` (all 1 when ``weight`` is None: the plain mean). A batch
+    with no labelled pixel has loss 0 and a zero gradient.
     """
     # 16-bit logits (autocast) are upcast; float32 and float64 models keep their own precision
     logits = [o.float() if o.dtype in (torch.float16, torch.bfloat16) else o for o in outputs]
+    if not bool((target != IGNORE_INDEX).any()):  # no labelled pixel: nothing to learn, 0 (not 0/0 = NaN)
+        return sum(x.sum() for x in logits) * 0.0, [0.0] * len(logits)
     terms = [F.cross_entropy(x, target, weight=None if weight is None else weight.to(x), ignore_index=IGNORE_INDEX)
              for x in logits]
     return sum(terms), [float(t.detach()) for t in terms]

@@ -179,3 +179,19 @@ def test_a_float64_model_s_probabilities_stay_float64():
     for kwargs in ({}, {"flip": True}, {"mode": "sliding", "crop": 4, "stride": 2}):
         probs = predict_probs(model, x, **kwargs)
         assert probs.dtype == torch.float64 and (probs.argmax(1) == 1).all(), kwargs
+
+
+def test_a_batch_with_no_labelled_pixel_has_loss_zero_not_nan():
+    from pipeline.train import IGNORE_INDEX, segmentation_loss
+
+    logits = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]   # fused, pam, cam
+    void = torch.full((2, 4, 4), IGNORE_INDEX)
+    loss, terms = segmentation_loss(logits, void, weight=torch.tensor([1.0, 2.0, 0.5]))
+    loss.backward()
+    assert float(loss) == 0.0 and terms == [0.0, 0.0, 0.0]
+    assert all(torch.equal(x.grad, torch.zeros_like(x)) for x in logits)
+    one = void.clone()
+    one[0, 0, 0] = 1                                                              # one labelled pixel: the usual CE
+    loss, _ = segmentation_loss(logits, one)
+    expected = sum(-torch.log_softmax(x[0, :, 0, 0], 0)[1] for x in logits)
+    assert torch.allclose(loss, expected)
