@@ -17,7 +17,8 @@ Formats
     stride, multi-grid, dilation or the CAM variant, so they are read from the ``params.json`` the
     pipeline writes beside ``model.pt`` (one folder up for ``work/ckpt_*.pt``), with the class names
     (source ``"params.json"``); a record whose class count or attention disagrees with the weights is
-    refused. Without a record: output stride 8, no multi-grid, dilated, the official CAM,
+    refused, and so is a file beside it whose SHA-256 is not the record's ``model_sha256`` (a record
+    from before the hash was kept cannot tell). Without a record: output stride 8, no multi-grid, dilated, the official CAM,
     ``align_corners=True`` -- pass what differs (the Cityscapes and VOC presets train with
     ``multi_grid=(4, 8, 16)``, the tutorial preset with ``dilated=False``).
 ``official``
@@ -144,6 +145,7 @@ mmsegmentation 1.2.2 (wheel from the package registry):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -263,6 +265,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
         where = f"checkpoint '{path}' (format 'mmseg', keys compared under DANet's names)"
     state, ignored = _to_danet_names(state, fmt, drop_aux=overrides.get("aux") is False)
     record = trained_record(path) if fmt == "project" else None
+    if record is not None:
+        check_record_is_this_file(record, path)
     kwargs, sources = _settings(state, fmt, meta, record, overrides, where)
     dtype, sources["dtype"] = (_file_dtype(state), "weights") if dtype is None else (dtype, "argument")
 
@@ -437,6 +441,31 @@ def trained_record(checkpoint: str) -> dict | None:
     """:func:`record_beside` if it is a ``TrainedModel`` record (what trained this file), else None."""
     record = record_beside(checkpoint)
     return record if record is not None and record.get("task") == "TrainedModel" else None
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes, read in blocks (a ResNet-101 ``model.pt`` is ~200 MB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_record_is_this_file(record: dict, checkpoint: str) -> None:
+    """Refuse a checkpoint lying beside a ``params.json`` whose ``model_sha256`` is not its own.
+
+    The pipeline records the SHA-256 of the ``model.pt`` it wrote; a file with other bytes in that
+    folder (another run's ``model.pt`` copied over it) would otherwise take this run's settings.
+    A ``work/ckpt_*.pt`` is not what the record hashes: it carries its own settings. A record
+    without the hash (written before it was recorded) cannot be checked."""
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    expected = record.get("model_sha256")
+    if expected is None or not os.path.isfile(os.path.join(folder, "params.json")):
+        return
+    if file_sha256(checkpoint) != expected:
+        raise ValueError(f"checkpoint '{checkpoint}' is not the model.pt that "
+                         f"'{os.path.join(folder, 'params.json')}' describes (its sha256 differs from the "
+                         f"recorded model_sha256): move the file out of that folder and give its settings "
+                         f"(load_checkpoint(..., multi_grid=..., output_stride=..., dilated=..., cam_variant=...)), "
+                         f"or put it back beside its own params.json")
 
 
 def _record_settings(record, kwargs: dict, where: str) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from danet.attention import CAM_VARIANTS
-from danet.checkpoint import FORMATS
+from danet.checkpoint import FORMATS, file_sha256
 from danet.classes import CLASS_NAMES
 from danet.head import ATTENTIONS
 from pipeline import artifacts, build, command_line, datasets
@@ -246,11 +246,14 @@ class TrainedModel(_ModelTask):
         else:
             summary = train(model, build.load_dataset(data, "train"), preset, work, seed=self.seed,
                             progress=self.progress, on_progress=self.report_progress("iteration"))
-        build.save_model(model, os.path.join(self.model_dir(), "model.pt"))
+        model_pt = os.path.join(self.model_dir(), "model.pt")
+        build.save_model(model, model_pt)
         with atomic_path(os.path.join(self.model_dir(), "metrics.jsonl")) as tmp:
             shutil.copyfile(os.path.join(work, "metrics.jsonl"), tmp)
+        # model_sha256 ties the record to its model.pt: danet.load_checkpoint refuses another file in its place
         write_json(self.output().path, {"num_classes": data["num_classes"], "class_names": data["class_names"],
-                                        "train": summary, **self.record(started)})
+                                        "model_sha256": file_sha256(model_pt), "train": summary,
+                                        **self.record(started)})
 
 
 class Evaluation(_ModelTask):

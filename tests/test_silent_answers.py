@@ -72,6 +72,9 @@ def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
     # a model trained without dilation, at output stride 16 and with the paper's CAM (the tutorial
     # preset and overrides change these) was loaded by `danet predict/check` as a dilated, stride-8,
     # official-CAM DANet: the same weights computing another function, exit status 0
+    import hashlib
+    import json
+
     import luigi
 
     from pipeline import TrainedModel
@@ -80,6 +83,8 @@ def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
     assert luigi.build([task], local_scheduler=True)
     as_trained = task.load_model(task.output())                          # the pipeline's own loader
     model_dir = os.path.dirname(task.output().path)
+    record = json.loads(open(task.output().path).read())
+    assert record["model_sha256"] == hashlib.sha256(open(os.path.join(model_dir, "model.pt"), "rb").read()).hexdigest()
     x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
     for name in ("model.pt", "work/ckpt_000006.pt"):                    # the last training checkpoint too
         model, info = load_checkpoint(os.path.join(model_dir, name))
@@ -121,6 +126,24 @@ def test_a_params_json_that_is_not_the_checkpoint_s_record_is_refused(tmp_path):
     torch.save(DANet(4, "tiny").state_dict(), tmp_path / "model.pt")
     (tmp_path / "params.json").write_text(json.dumps(_record(5)))
     with pytest.raises(ValueError, match=r"params.json says \{'num_classes': 5\} but the weights have"):
+        load_checkpoint(str(tmp_path / "model.pt"))
+
+
+def test_a_model_pt_copied_over_another_run_s_is_refused_by_its_recorded_sha256(tmp_path):
+    # another run's model.pt with the same class count and attention, copied into this run's folder,
+    # was built with this run's settings (multi-grid (2, 3)): other weights, the wrong network
+    import hashlib
+    import json
+
+    from danet import DANet
+
+    torch.save(DANet(4, "tiny", multi_grid=(2, 3)).state_dict(), tmp_path / "model.pt")
+    sha256 = hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    record = {**_record(4, multi_grid=[2, 3]), "model_sha256": sha256}
+    (tmp_path / "params.json").write_text(json.dumps(record))
+    assert load_checkpoint(str(tmp_path / "model.pt"))[1].multi_grid == (2, 3)      # its own record: used
+    torch.save(DANet(4, "tiny").state_dict(), tmp_path / "model.pt")                 # another run's file
+    with pytest.raises(ValueError, match=r"model.pt' is not the model.pt that '.*params.json' describes"):
         load_checkpoint(str(tmp_path / "model.pt"))
 
 
