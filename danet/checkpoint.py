@@ -13,14 +13,17 @@ Formats
 ``project``
     ``model.pt`` of ``pipeline.tasks.TrainedModel`` (a plain ``DANet.state_dict()``) or a training
     checkpoint ``ckpt_*.pt`` of ``pipeline.train`` (a dict whose ``"model"`` is that state_dict,
-    beside optimizer, iteration and RNG states, which are not read). The weights cannot tell output
-    stride, multi-grid, dilation or the CAM variant, so they are read from the ``params.json`` the
-    pipeline writes beside ``model.pt`` (one folder up for ``work/ckpt_*.pt``), with the class names
-    (source ``"params.json"``); a record whose class count or attention disagrees with the weights is
-    refused, and so is a file beside it whose SHA-256 is not the record's ``model_sha256`` (a record
-    from before the hash was kept cannot tell). Without a record: output stride 8, no multi-grid, dilated, the official CAM,
-    ``align_corners=True`` -- pass what differs (the Cityscapes and VOC presets train with
-    ``multi_grid=(4, 8, 16)``, the tutorial preset with ``dilated=False``).
+    beside ``"settings"``, optimizer, iteration and RNG states). The weights cannot tell output
+    stride, multi-grid, dilation or the CAM variant. A training checkpoint saves them
+    (``DANet.settings``, source ``"checkpoint"``), written during the run, before any record; for a
+    ``model.pt`` they come from the ``params.json`` the pipeline writes beside it (one folder up for
+    ``work/ckpt_*.pt``, whose class names it gives), source ``"params.json"``. A record whose class
+    count or attention disagrees with the weights is refused, and so is a file beside it whose
+    SHA-256 is not the record's ``model_sha256`` (a record from before the hash was kept cannot
+    tell). With neither: output stride 8, no multi-grid, dilated, the official CAM,
+    ``align_corners=True`` (``danet`` warns that they are assumed) -- pass what differs (the
+    Cityscapes and VOC presets train with ``multi_grid=(4, 8, 16)``, the tutorial preset with
+    ``dilated=False``).
 ``official``
     The authors' release (junfu1115/DANet): a ``.pth.tar`` dict with ``"state_dict"`` (keys may
     carry DataParallel's ``module.``), backbone under ``pretrained.``, head under ``head.``; the
@@ -169,6 +172,9 @@ FORMAT_DEFAULTS = {
     "torchvision": {"output_stride": 8, "multi_grid": None, "align_corners": True, **_PLAIN},
 }
 
+# What pipeline.train saves beside the weights in each training checkpoint (DANet.settings).
+SAVED_SETTINGS = ("output_stride", "multi_grid", "dilated", "cam_variant", "align_corners")
+
 OVERRIDES = ("num_classes", "backbone", "output_stride", "multi_grid", "attention", "cam_variant",
              "align_corners", "dilated", "pam_chunk_size", "pam_impl", "stem", "stem_width", "aux")
 
@@ -202,7 +208,8 @@ class CheckpointInfo:
 
     ``sources`` maps each setting to where it came from: ``"weights"``, ``"override"``,
     ``"meta"`` (the config text saved in an mmseg checkpoint), ``"params.json"`` (the pipeline's
-    record beside a project checkpoint) or ``"format default"``.
+    record beside a project checkpoint), ``"checkpoint"`` (the settings a training checkpoint saved)
+    or ``"format default"``.
     ``ignored`` lists the file's keys that were not loaded (named as in the file, after removing
     a ``module.`` prefix); ``filled`` the BatchNorm counters absent from the file, set to 0.
     ``dtype`` is the model's floating dtype (``sources["dtype"]``: ``"weights"`` or ``"argument"``).
@@ -250,7 +257,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
         raise TypeError(f"load_checkpoint: unknown override(s) {unknown}; allowed: {list(OVERRIDES)}")
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"load_checkpoint: format must be 'auto' or one of {FORMATS}, got {format!r}")
-    state, container, meta, stripped = _read(path, f"checkpoint '{path}' (format '{format}')")
+    state, container, top, stripped = _read(path, f"checkpoint '{path}' (format '{format}')")
+    meta = top.get("meta")
     detected = _detect(state, container)
     fmt = detected if format == "auto" else format
     if fmt is None:
@@ -267,7 +275,8 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
     record = trained_record(path) if fmt == "project" else None
     if record is not None:
         check_record_is_this_file(record, path)
-    kwargs, sources = _settings(state, fmt, meta, record, overrides, where)
+    saved = top.get("settings") if fmt == "project" else None   # a training checkpoint's own (pipeline.train)
+    kwargs, sources = _settings(state, fmt, meta, record, saved, overrides, where)
     dtype, sources["dtype"] = (_file_dtype(state), "weights") if dtype is None else (dtype, "argument")
 
     try:
@@ -290,6 +299,19 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
         sources=sources, dtype=str(dtype).removeprefix("torch."), dilated=kwargs["dilated"],
         cam_variant=kwargs["cam_variant"])
     return model.eval(), info
+
+
+def assumed_settings(info: CheckpointInfo) -> str | None:
+    """A one-line warning when a project checkpoint's architecture settings were not found in the file
+    nor in a record beside it (nor passed), so the format's defaults were assumed; else None."""
+    if info.format != "project":
+        return None
+    assumed = {name: getattr(info, name) for name in ("output_stride", "multi_grid", "dilated", "cam_variant")
+               if info.sources.get(name) == "format default"}
+    if not assumed:
+        return None
+    return (f"checkpoint '{info.file}' records no architecture settings (no params.json beside it, none saved "
+            f"in it): assumed {_call(assumed)}; if it was trained otherwise, its outputs are another network's")
 
 
 def backbone_of(path: str) -> str:
@@ -321,9 +343,10 @@ def _to_danet_names(state: dict, fmt: str, drop_aux: bool) -> tuple[dict, list]:
     return state, ignored
 
 
-def _settings(state: dict, fmt: str, meta, record, overrides: dict, where: str) -> tuple[dict, dict]:
+def _settings(state: dict, fmt: str, meta, record, saved, overrides: dict, where: str) -> tuple[dict, dict]:
     """DANet arguments: read from the weights, else the format's default (or an mmseg file's meta, or a
-    project file's ``params.json`` record), overridden by ``overrides``; and where each came from."""
+    project file's ``params.json`` record, or the ``settings`` a training checkpoint saved, which win
+    over the record), overridden by ``overrides``; and where each came from."""
     kwargs, sources = _infer(state, fmt, where)
     defaults = dict(FORMAT_DEFAULTS[fmt])
     if fmt == "official" and ARCHS[kwargs["backbone"]][1][3] != 3:
@@ -335,6 +358,9 @@ def _settings(state: dict, fmt: str, meta, record, overrides: dict, where: str) 
         kwargs["align_corners"], sources["align_corners"] = from_meta, "meta"
     for name, value in _record_settings(record, kwargs, where).items():
         kwargs[name], sources[name] = value, "params.json"
+    for name in SAVED_SETTINGS if isinstance(saved, dict) else ():
+        if name in saved:
+            kwargs[name], sources[name] = saved[name], "checkpoint"
     for name, value in overrides.items():
         kwargs[name], sources[name] = value, "override"
     if fmt == "torchvision" and "num_classes" not in overrides:
@@ -489,7 +515,7 @@ def _record_settings(record, kwargs: dict, where: str) -> dict:
 
 
 def _read(path, where):
-    """(state_dict, container, meta, stripped prefix) of a checkpoint file; one-line errors."""
+    """(state_dict, container, the file's top-level dict, stripped prefix) of a checkpoint file; one-line errors."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{where}: {'no such file' if not os.path.exists(path) else 'not a file'}")
     with open(path, "rb") as f:
@@ -506,7 +532,7 @@ def _read(path, where):
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: holds a {type(obj).__name__}, expected a dict "
                          f"(a state_dict, or a checkpoint with 'state_dict' or 'model')")
-    meta, container = obj.get("meta"), "plain"
+    top, container = obj, "plain"
     for name in ("state_dict", "model"):
         if isinstance(obj.get(name), dict):
             obj, container = obj[name], name
@@ -518,7 +544,7 @@ def _read(path, where):
     stripped = ""
     if all(k.startswith("module.") for k in obj):
         obj, stripped = {k[len("module."):]: v for k, v in obj.items()}, "module."
-    return obj, container, meta, stripped
+    return obj, container, top, stripped
 
 
 def _has(state, *prefixes) -> bool:

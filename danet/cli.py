@@ -146,9 +146,12 @@ def _fail(error, status: int) -> int:
 
 
 def _load(args, **overrides):
-    from danet.checkpoint import load_checkpoint
+    from danet.checkpoint import assumed_settings, load_checkpoint
 
-    return load_checkpoint(args.checkpoint, args.format, aux=False, pam_impl="chunked", **overrides)
+    model, info = load_checkpoint(args.checkpoint, args.format, aux=False, pam_impl="chunked", **overrides)
+    if warning := assumed_settings(info):
+        print(f"danet: warning: {warning}", file=sys.stderr)
+    return model, info
 
 
 # --------------------------------------------------------------------------- predict

@@ -56,6 +56,9 @@ class DANet(nn.Module):
         if backbone not in ARCHS:
             raise ValueError(f"DANet: unknown backbone {backbone!r}; choose one of {sorted(ARCHS)}")
         self.align_corners = align_corners
+        # what the weights cannot tell: pipeline.train saves it in each training checkpoint, load_checkpoint reads it
+        self.settings = {"output_stride": output_stride, "multi_grid": None if multi_grid is None else list(multi_grid),
+                         "dilated": dilated, "cam_variant": cam_variant, "align_corners": align_corners}
         self.pretrained = ResNet(backbone, output_stride, multi_grid, dilated, stem, stem_width)  # official prefix
         self.head = DANetHead(self.pretrained.out_channels, num_classes, cam_variant=cam_variant,
                               attention=attention, pam_chunk_size=pam_chunk_size, pam_impl=pam_impl)

@@ -457,7 +457,8 @@ def _checkpoint(out_dir, model, optimizer, it, seconds, rank=0, world=1):
     if rank != 0:
         return
     with atomic_path(os.path.join(out_dir, f"ckpt_{it:06d}.pt")) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
+        torch.save({"model": model.state_dict(), "settings": model.settings,   # settings: for danet.load_checkpoint
+                    "optimizer": optimizer.state_dict(), "iteration": it,
                     "seconds": seconds, "torch_rng": torch.get_rng_state(),
                     **({"torch_rng_ranks": rngs} if rngs else {})}, tmp)
     for old in sorted(glob.glob(os.path.join(out_dir, "ckpt_*.pt")))[:-2]:

@@ -202,7 +202,7 @@ def files(tmp_path_factory, tiny):
     Image.fromarray(pole_scene(40, 56)).save(d / "street.png")
     Image.fromarray(scene(48, 40, 1)).save(d / "room.jpg", quality=95)
     (d / "notes.png").write_text("not an image")
-    torch.save(tiny["model"].state_dict(), d / "tiny.pt")
+    torch.save({"model": tiny["model"].state_dict(), "settings": tiny["model"].settings}, d / "tiny.pt")
     bad = dict(tiny["model"].state_dict())
     bad["head.sa.query_conv.weight"] = torch.zeros(8, 32, 1, 1)
     torch.save(bad, d / "misshapen.pt")

@@ -86,14 +86,39 @@ def test_a_pipeline_model_loads_as_the_network_it_was_trained_as(pipeline_root):
     record = json.loads(open(task.output().path).read())
     assert record["model_sha256"] == hashlib.sha256(open(os.path.join(model_dir, "model.pt"), "rb").read()).hexdigest()
     x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
-    for name in ("model.pt", "work/ckpt_000006.pt"):                    # the last training checkpoint too
+
+    def loads_as_trained(name, source):
         model, info = load_checkpoint(os.path.join(model_dir, name))
         assert (info.output_stride, info.dilated, info.cam_variant) == (16, False, "paper")
-        assert info.sources["dilated"] == info.sources["cam_variant"] == "params.json"
-        assert info.class_names == ("background", "red-keyed shape", "blue-keyed shape", "key")
+        assert info.sources["dilated"] == info.sources["cam_variant"] == source
         with torch.no_grad():
             for a, b in zip(model(x), as_trained(x), strict=True):
                 assert torch.equal(a, b)
+        return info
+
+    info = loads_as_trained("model.pt", "params.json")
+    assert info.class_names == ("background", "red-keyed shape", "blue-keyed shape", "key")
+    loads_as_trained("work/ckpt_000006.pt", "checkpoint")               # the settings it saved itself
+    os.remove(task.output().path)                                        # mid-run: no params.json yet; it
+    loads_as_trained("work/ckpt_000006.pt", "checkpoint")               # fell back to dilated, stride 8
+
+
+def test_danet_warns_when_a_checkpoint_s_settings_are_assumed(tmp_path, capsys):
+    # a training checkpoint from before they were saved, with no params.json: the defaults (dilated,
+    # stride 8, official CAM) were used without a word; the CLI now says they were assumed
+    from danet import DANet
+    from danet.cli import main
+
+    model = DANet(4, "tiny")
+    ckpt = {"model": model.state_dict(), "optimizer": {}, "iteration": 6, "seconds": 1.0}
+    torch.save(ckpt, tmp_path / "ckpt_000006.pt")
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt_000006.pt"), "--out", str(tmp_path / "a.npz")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("danet: warning: checkpoint") and "ckpt_000006.pt" in err[0]
+    assert "assumed output_stride=8, multi_grid=None, dilated=True, cam_variant='official'" in err[0]
+    torch.save({**ckpt, "settings": model.settings}, tmp_path / "ckpt_000012.pt")    # as pipeline.train saves it
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt_000012.pt"), "--out", str(tmp_path / "b.npz")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def _record(num_classes, attention="both", cam_variant="official", **preset):
