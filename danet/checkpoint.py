@@ -27,9 +27,11 @@ Formats
 ``official``
     The authors' release (junfu1115/DANet): a ``.pth.tar`` dict with ``"state_dict"`` (keys may
     carry DataParallel's ``module.``), backbone under ``pretrained.``, head under ``head.``; the
-    names are this project's, so no renaming. Defaults: ``multi_grid=(4, 8, 16)`` where layer4 has
-    three blocks, output stride 8, ``align_corners=True`` -- DANet-101 as released and evaluated
-    (README: ``--multi-grid --multi-dilation 4 8 16 --os 8 --no-deepstem``).
+    names are this project's, so no renaming. Defaults: output stride 8, ``align_corners=True``,
+    and ``multi_grid=(4, 8, 16)`` for ResNet-101 -- DANet-101 as released and evaluated (README:
+    ``--multi-grid --multi-dilation 4 8 16 --os 8 --no-deepstem``) -- else no multi-grid, the default
+    of their code (``--multi-grid`` is off unless given; they released no other DANet), which
+    ``danet`` warns is assumed.
 ``mmseg``
     mmsegmentation's DANet checkpoints: ``{"meta", "state_dict"}``, ResNetV1c backbone under
     ``backbone.``, ``DAHead`` under ``decode_head.``, an FCN ``auxiliary_head`` on layer3. Built as
@@ -303,7 +305,11 @@ def load_checkpoint(path: str, format: str = "auto", dtype: torch.dtype | None =
 
 def assumed_settings(info: CheckpointInfo) -> str | None:
     """A one-line warning when a project checkpoint's architecture settings were not found in the file
-    nor in a record beside it (nor passed), so the format's defaults were assumed; else None."""
+    nor in a record beside it (nor passed), so the format's defaults were assumed, or when an authors'
+    file other than the released DANet-101 got their code's default of no multi-grid; else None."""
+    if info.format == "official" and info.backbone != "resnet101" and info.sources["multi_grid"] == "format default":
+        return (f"checkpoint '{info.file}' (the authors' format, {info.backbone}): assumed multi_grid=None, their "
+                f"code's default; if it was trained with --multi-grid, its outputs are another network's")
     if info.format != "project":
         return None
     assumed = {name: getattr(info, name) for name in ("output_stride", "multi_grid", "dilated", "cam_variant")
@@ -349,8 +355,8 @@ def _settings(state: dict, fmt: str, meta, record, saved, overrides: dict, where
     over the record), overridden by ``overrides``; and where each came from."""
     kwargs, sources = _infer(state, fmt, where)
     defaults = dict(FORMAT_DEFAULTS[fmt])
-    if fmt == "official" and ARCHS[kwargs["backbone"]][1][3] != 3:
-        defaults["multi_grid"] = None         # multi-grid (4, 8, 16) needs three layer4 blocks
+    if fmt == "official" and kwargs["backbone"] != "resnet101":
+        defaults["multi_grid"] = None         # the authors' code default; only their DANet-101 file has (4, 8, 16)
     for name, value in defaults.items():
         kwargs[name], sources[name] = value, "format default"
     from_meta = _mmseg_align_corners(meta) if fmt == "mmseg" else None

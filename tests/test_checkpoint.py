@@ -370,6 +370,23 @@ def test_authors_danet101_layout_loads_with_every_key(tmp_path):
         assert_same(a, b)
 
 
+def test_an_authors_resnet50_file_gets_their_code_s_default_of_no_multi_grid(tmp_path, capsys):
+    """Their code builds layer4 without multi-grid unless ``--multi-grid`` is given, and they released
+    no DANet-50; it was built with DANet-101's (4, 8, 16): other dilations, another network."""
+    from danet.cli import main
+
+    src = randomize_(AuthorsDANet(4, (3, 4, 6, 3), deep_stem=False))
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "danet50.pth.tar")
+    model, info = load_checkpoint(str(tmp_path / "danet50.pth.tar"))
+    assert (info.format, info.backbone, info.multi_grid, info.sources["multi_grid"]) == \
+        ("official", "resnet50", None, "format default")
+    x = image()
+    for a, b in zip(model.double()(x), src.double()(x), strict=True):
+        assert_same(a, b)
+    assert main(["export", "--checkpoint", str(tmp_path / "danet50.pth.tar"), "--out", str(tmp_path / "w.npz")]) == 0
+    assert "resnet50): assumed multi_grid=None, their code's default" in capsys.readouterr().err
+
+
 def test_authors_deep_stem_2018_fc_dataparallel_and_multi_grid_override(tmp_path):
     """Their deep stem (64-64-128), a 2018-style file keeping the ImageNet fc, saved from DataParallel
     (``module.``), layer4 without multi-grid."""
