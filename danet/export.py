@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import numpy as np
+import torch
 from torch import nn
 
 
@@ -13,11 +14,15 @@ def state_dict_to_numpy(module: nn.Module, dtype=None) -> dict:
     """The module's ``state_dict`` as ``{name: ndarray}`` (copies, on the CPU).
 
     ``dtype`` converts floating arrays (e.g. ``np.float64`` for a tight parity check); integer
-    buffers such as BatchNorm's ``num_batches_tracked`` keep their type.
+    buffers such as BatchNorm's ``num_batches_tracked`` keep their type. NumPy has no bfloat16: a
+    bfloat16 tensor becomes float32, which holds each of its values exactly.
     """
     out = {}
     for name, tensor in module.state_dict().items():
-        array = tensor.detach().cpu().numpy().copy()
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        array = tensor.numpy().copy()
         if dtype is not None and np.issubdtype(array.dtype, np.floating):
             array = array.astype(dtype)
         out[name] = array
