@@ -46,9 +46,8 @@ CELL = ("from IPython.display import HTML, display\n"
         "from danet.explore import explorer_html, iframe\n"
         "from tests.test_explore import pole_scene, tiny_model\n"
         "display(HTML(iframe(explorer_html(tiny_model(), pole_scene(), title='pole.png', source='tiny.pt'))))")
-SETTINGS = {  # no news or update checks (no network), every cell rendered even when off screen
+SETTINGS = {  # JupyterLab's defaults, but no news or update checks (no network)
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 START_S, RUN_S = 30, 60  # the server's start; the cell's run (a kernel importing torch on a busy machine)
 
@@ -106,7 +105,8 @@ def jupyterlab(root: Path):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not start in {START_S} s:\n" + (root / "server.log").read_text()[-2000:])
+                    log_tail = (root / "server.log").read_text()[-2000:]
+                    pytest.fail(f"JupyterLab did not start in {START_S} s:\n{log_tail}")
                 time.sleep(0.2)
         yield base, token
     finally:
@@ -128,13 +128,18 @@ def pole():
 
 
 def _explorer_frame(page, timeout_ms: int):
-    """The explorer's frame in the notebook's output, once its page is ready."""
+    """The explorer's frame in the notebook's output, once its page is ready and the frame fitted to it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     handle = page.wait_for_selector(".jp-OutputArea-output iframe", timeout=timeout_ms)
     frame = handle.content_frame()
     frame.wait_for_selector("body[data-ready]", timeout=15000)
     assert frame.evaluate("document.body.dataset.ready") == "1"
     tall = frame.evaluate("Math.ceil(document.documentElement.getBoundingClientRect().height)")
-    page.wait_for_function("([el, h]) => el.clientHeight === h", arg=[handle, tall], timeout=5000)  # fitted
+    try:
+        page.wait_for_function("([el, h]) => el.clientHeight === h", arg=[handle, tall], timeout=5000)
+    except PlaywrightTimeout:
+        pytest.fail(f"the frame is {handle.evaluate('el => el.clientHeight')} px high, the page {tall} px: not fitted")
     handle.scroll_into_view_if_needed()
     return frame
 
