@@ -41,9 +41,9 @@ test-fast: venv
 report: venv
 	$(VENV)/bin/luigi --module pipeline FullReport $(ARGS)
 
+# JupyterLab is in the [test] extras (tests/test_explorer_jupyterlab.py runs the explorer in it).
 # Jupyter refuses to run as root unless told: as root (a container, a VM) it is told.
 lab: venv
-	$(PY) -m pip install -e ".[test,lab]"
 	$(VENV)/bin/jupyter lab notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: venv

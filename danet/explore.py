@@ -271,7 +271,30 @@ def write_explorer(path: str, model, image: np.ndarray, names=None, palette=None
     return path
 
 
+UNTRUSTED_NOTE = (
+    "The attention explorer is not shown: this output is untrusted, so its frame and script were removed "
+    "(JupyterLab does this to the stored HTML outputs of a notebook it has not trusted, e.g. one just cloned). "
+    "Run the cell to show it, or trust the notebook (<code>jupyter trust NOTEBOOK.ipynb</code>, or "
+    "\u201cTrust Notebook\u201d in JupyterLab's command palette) and reopen it.")
+
+
+FIT_SCRIPT = """<script>(function (me) {
+  var frame = me.previousElementSibling;
+  frame.previousElementSibling.remove();
+  window.addEventListener("message", function (e) {
+    var h = e.source === frame.contentWindow && e.data && e.data.danetExplorerHeight;
+    if (h > 0) frame.style.height = h + "px";
+  });
+})(document.currentScript)</script>"""
+
+
 def iframe(page: str, height: int = 820) -> str:
-    """The page inside an ``<iframe srcdoc>``, for ``IPython.display.HTML`` in a notebook or a report."""
-    return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{int(height)}px;'
-            f'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+    """The page inside an ``<iframe srcdoc>``, for ``IPython.display.HTML`` in a notebook or a report.
+
+    Before the frame, a note says what to do where the frame is stripped (JupyterLab's sanitiser on an
+    untrusted notebook's stored outputs). Wherever scripts run, the script after the frame removes the
+    note and fits the frame's height (``height`` until then) to the height the page reports.
+    """
+    return (f'<p class="danet-explorer-note">{UNTRUSTED_NOTE}</p>'
+            f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{int(height)}px;'
+            f'border:1px solid #ddd" sandbox="allow-scripts"></iframe>{FIT_SCRIPT}')
