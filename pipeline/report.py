@@ -227,11 +227,15 @@ def _headline(ctx, ablation) -> str:
             f"pipeline. On the val split DANet reaches <b>{ablation['both']['miou']:.3f}</b> mIoU against the "
             f"dilated FCN's <b>{ablation['none']['miou']:.3f}</b> ({gain:+.3f}).")
     if ctx["keyed"]:
-        iou = {a: [ablation[a]["per_class_iou"][c] or 0.0 for c in ctx["keyed"]] for a in ("none", "both")}
-        text += (f" The keyed shapes, whose class only the key at the far end decides: FCN "
-                 f"{' / '.join(f'{v:.2f}' for v in iou['none'])}, DANet {' / '.join(f'{v:.2f}' for v in iou['both'])}"
-                 f" ({' / '.join(ctx['keyed'])}).")
+        iou = {a: " / ".join(_fmt(ablation[a]["per_class_iou"].get(c), 2) for c in ctx["keyed"])
+               for a in ("none", "both")}
+        text += (f" The keyed shapes, whose class only the key at the far end decides: FCN {iou['none']}, "
+                 f"DANet {iou['both']} ({' / '.join(ctx['keyed'])}).")
     return f"<p>{text}</p>"
+
+
+UNDEFINED_NOTE = ("<p>–: the class occurs neither in the val labels nor in that model's predictions, so its IoU "
+                  "is undefined and left out of the mIoU.</p>")
 
 
 def _per_class_section(ctx, ablation) -> str:
@@ -252,6 +256,8 @@ def _per_class_section(ctx, ablation) -> str:
     _confusion(axes[1], fig, ctx)
     note = ("<p>The keyed classes come first: a local view cannot tell them apart, so they are where "
             "attention must help; background and key are easy for every model.</p>" if ctx["keyed"] else "")
+    if any(ablation[a]["per_class_iou"].get(c) is None for a in MODELS for c in order):
+        note += UNDEFINED_NOTE
     return (html_table(["class"] + [LABELS[a] for a in MODELS], rows) + note
             + html_img(_png(fig), "per-class IoU of the four models and DANet's confusion matrix"))
 
