@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def luigi(*args, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *args, "--pipeline-root",
+    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *map(str, args), "--pipeline-root",
                            str(tmp_path), "--pipeline-progress", "false"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
@@ -55,3 +55,29 @@ def test_log_level_debug_is_read_from_the_command_line():
     assert command_line.traceback_wanted(["FullReport", "--log-level", "DEBUG"])
     assert command_line.traceback_wanted(["--log-level=DEBUG"])
     assert not command_line.traceback_wanted(["--log-level", "INFO", "DEBUG"])
+
+
+
+@pytest.mark.parametrize("case", ["missing checkpoint", "not a checkpoint"])
+def test_a_task_refusing_its_input_says_so_in_one_line_last(tmp_path, case):
+    """CheckpointReport refuses a missing --checkpoint in complete() and a file that is not a checkpoint
+    in run(): Luigi logged each with a 20-line traceback; now one line, repeated last after the summary."""
+    from PIL import Image
+
+    photos, text = tmp_path / "photos", tmp_path / "notes.txt"
+    photos.mkdir()
+    Image.new("RGB", (16, 16)).save(photos / "a.png")
+    text.write_text("hello\n")
+    gone = tmp_path / "gone.pt"
+    checkpoint, says = {"missing checkpoint": (gone, f"--checkpoint '{gone}': no such file"),
+                        "not a checkpoint": (text, f"checkpoint '{text}' (format 'auto'): not a checkpoint")}[case]
+    res = luigi("CheckpointReport", "--checkpoint", checkpoint, "--images", photos, tmp_path=tmp_path / "out")
+    assert res.returncode != 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("CheckpointReport ") and says in last, last
+    assert not list(tmp_path.rglob("*.html"))
+    if case == "not a checkpoint":
+        debug = luigi("CheckpointReport", "--checkpoint", checkpoint, "--images", photos, "--log-level", "DEBUG",
+                      tmp_path=tmp_path / "out")
+        assert "Traceback" in debug.stderr and says in debug.stderr
