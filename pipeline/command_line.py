@@ -15,6 +15,8 @@ project refuses bad input) the filter makes it the one line as well, and the exi
 the last line on stderr, after Luigi's summary. Once the requested task is complete, the exit hook
 instead prints its output's path on stdout as the last line.
 
+Run in a folder without a luigi.cfg, it reads the clone's (:func:`project_config`).
+
 Installed only under Luigi's own command line (``luigi`` or ``python -m luigi``), never in a test
 or a library that imports the tasks.
 """
@@ -144,11 +146,25 @@ def finished_outputs(argv) -> str | None:
     return f"{task.task_family}: " + ", ".join(paths) if paths else None
 
 
+def project_config() -> str | None:
+    """Read the clone's luigi.cfg when ``luigi`` runs in another folder (Luigi reads ``luigi.cfg`` only
+    from the working directory): without it a failed run exits 0 ([retcode]). Not when the working
+    directory has its own luigi.cfg or ``LUIGI_CONFIG_PATH`` names one. Returns the path added."""
+    import luigi.configuration
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luigi.cfg")
+    if os.path.isfile("luigi.cfg") or "LUIGI_CONFIG_PATH" in os.environ or not os.path.isfile(path):
+        return None
+    luigi.configuration.add_config_path(path)
+    return path
+
+
 def install(argv=None) -> bool:
     """Under Luigi's command line, the one-line error filter and the exit announcement; returns whether installed."""
     if not under_luigi_command_line():
         return False
     argv = sys.argv[1:] if argv is None else list(argv)
+    project_config()
     errors = OneLineErrors(argv)
     logging.getLogger("luigi-interface").addFilter(errors)
     atexit.register(announce, argv, errors=errors)

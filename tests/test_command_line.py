@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def luigi(*args, tmp_path):
+def luigi(*args, tmp_path, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *map(str, args), "--pipeline-root",
                            str(tmp_path), "--pipeline-progress", "false"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -81,3 +81,12 @@ def test_a_task_refusing_its_input_says_so_in_one_line_last(tmp_path, case):
         debug = luigi("CheckpointReport", "--checkpoint", checkpoint, "--images", photos, "--log-level", "DEBUG",
                       tmp_path=tmp_path / "out")
         assert "Traceback" in debug.stderr and says in debug.stderr
+
+
+def test_run_from_another_folder_still_exits_non_zero_on_failure(tmp_path):
+    """Luigi reads luigi.cfg only from the working directory; from elsewhere its [retcode] was lost and
+    a failed run exited 0 (a bad parameter 4)."""
+    res = luigi("CheckpointReport", "--checkpoint", tmp_path / "gone.pt", "--images", tmp_path, tmp_path=tmp_path,
+                cwd=tmp_path)
+    assert res.returncode == 35, res.stderr[-2000:]                    # luigi.cfg [retcode] scheduling_error
+    assert luigi("FullReport", "--seed", "-1", tmp_path=tmp_path, cwd=tmp_path).returncode == 40
