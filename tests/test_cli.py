@@ -277,6 +277,8 @@ BAD = [  # (id, argv after the command, exit status, what the message must name)
      ["--sliding", "big"]),
     ("sliding zero", ["predict", "{d}/street.png", "--checkpoint", "{d}/tiny.pt", "--sliding", "0,0"], 2, ["--sliding"]),
     ("same stem", ["predict", "{d}/street.png", "{d}/sub/street.png", "--checkpoint", "{d}/tiny.pt"], 2, ["street"]),
+    ("negative max pixels", ["predict", "{d}/street.png", "--checkpoint", "{d}/tiny.pt", "--max-pixels", "-5"], 2,
+     ["--max-pixels", "-5", ">= 0"]),
     ("check missing image", ["check", "{d}/gone.png", "--checkpoint", "{d}/tiny.pt"], 1, ["gone.png"]),
     ("export without --out", ["export", "--checkpoint", "{d}/tiny.pt"], 2, ["--out"]),
     ("export not npz", ["export", "--checkpoint", "{d}/tiny.pt", "--out", "{d}/w.txt"], 2, ["w.txt", ".npz"]),
