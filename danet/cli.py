@@ -45,6 +45,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):                 # one line, no usage block
+        if message.endswith("required: command"):
+            message += " (predict, explore, check or export; danet --help says what each does)"
         raise UsageError(f"{self.prog}: error: {message}")
 
 

@@ -282,7 +282,7 @@ BAD = [  # (id, argv after the command, exit status, what the message must name)
     ("check missing image", ["check", "{d}/gone.png", "--checkpoint", "{d}/tiny.pt"], 1, ["gone.png"]),
     ("export without --out", ["export", "--checkpoint", "{d}/tiny.pt"], 2, ["--out"]),
     ("export not npz", ["export", "--checkpoint", "{d}/tiny.pt", "--out", "{d}/w.txt"], 2, ["w.txt", ".npz"]),
-    ("no command", [], 2, ["command"]),
+    ("no command", [], 2, ["command", "predict, explore, check or export"]),
 ]
 
 
