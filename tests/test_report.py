@@ -72,3 +72,9 @@ def test_a_class_absent_from_val_is_undefined_not_zero():
     ablation = {a: {"miou": 0.5, "pixel_accuracy": 0.9, "per_class_iou": iou(0.5, 0.25)} for a in MODELS}
     assert "FCN 0.50 / 0.25" in _headline(c, ablation)
     assert UNDEFINED_NOTE not in _per_class_section(c, ablation)
+
+
+def test_a_knock_out_that_changes_nothing_costs_0_00_not_minus():
+    from pipeline.report import _cost
+
+    assert _cost(-0.0004) == "0.00" and _cost(0.714) == "0.71" and _cost(-0.3) == "-0.30"
