@@ -11,7 +11,7 @@ exit status stays luigi.cfg's ``[retcode] unhandled_exception``.
 A task can also refuse its input later: in ``complete()`` (``CheckpointReport`` hashes its
 ``--checkpoint`` and lists its ``--images`` there) or in ``run()`` (a file that is not a checkpoint).
 Luigi logs those with a traceback too; when the error is a ``ValueError`` or an ``OSError`` (how this
-project refuses bad input) the filter makes it the one line as well, and the exit hook repeats it as
+project refuses bad input), or a failed download, the filter makes it the one line as well, and the exit hook repeats it as
 the last line on stderr, after Luigi's summary. Once the requested task is complete, the exit hook
 instead prints its output's path on stdout as the last line.
 
@@ -29,6 +29,8 @@ import io
 import logging
 import os
 import sys
+
+from pipeline.download import DownloadError     # no network, a server error: said in one line with what to do
 
 USER_ERRORS = (ValueError, OSError, LookupError)      # raised while the command line is read
 RUN_ERRORS = (ValueError, OSError)                    # raised by a task's complete() or run() on bad input
@@ -72,7 +74,7 @@ class OneLineErrors(logging.Filter):
         elif message.startswith("Will not run ") and (text := traceback_error(message)):
             text = f"{message[len('Will not run '):].split('(')[0]} not run: {text}"
             self.task_error = text
-        elif " failed    " in message and isinstance(error, RUN_ERRORS) and record.args:
+        elif " failed    " in message and isinstance(error, RUN_ERRORS + (DownloadError,)) and record.args:
             text = f"{getattr(record.args[-1], 'task_family', record.args[-1])} failed: {one_line(error)}"
             self.task_error = text
         else:

@@ -90,3 +90,27 @@ def test_run_from_another_folder_still_exits_non_zero_on_failure(tmp_path):
                 cwd=tmp_path)
     assert res.returncode == 35, res.stderr[-2000:]                    # luigi.cfg [retcode] scheduling_error
     assert luigi("FullReport", "--seed", "-1", tmp_path=tmp_path, cwd=tmp_path).returncode == 40
+
+
+def test_a_failed_task_record_is_one_line_only_for_input_errors():
+    """The filter on Luigi's "failed" record: a refused input or a failed download (no network) becomes
+    its one line and is kept for the last line; any other error keeps its traceback."""
+    import logging
+
+    from pipeline.command_line import OneLineErrors
+    from pipeline.download import DownloadError
+
+    class Task:
+        task_family = "PreparedDataset"
+
+    def record(error):
+        return logging.LogRecord("luigi-interface", logging.ERROR, __file__, 1, "[pid %s] Worker %s failed    %s",
+                                 (1, "w", Task()), (type(error), error, None))
+
+    one_line = OneLineErrors([])
+    rec = record(DownloadError("download of https://x/y.zip failed. To get the data by hand: git clone ..."))
+    assert one_line.filter(rec) and rec.exc_info is None
+    assert rec.getMessage().startswith("PreparedDataset failed: download of https://x/y.zip failed. To get")
+    assert one_line.task_error.startswith("PreparedDataset failed: download of")
+    rec = record(KeyError("a bug"))
+    assert one_line.filter(rec) and rec.exc_info is not None and "failed    " in rec.getMessage()
