@@ -96,13 +96,11 @@ def traceback_error(message: str) -> str | None:
     the error is a built-in ``ValueError`` or ``OSError`` (or a subclass); else ``None``."""
     import builtins
 
-    for line in reversed(message.splitlines()):
-        name, sep, text = line.partition(": ")
-        if sep and not line[:1].isspace() and name.isidentifier():
-            kind = getattr(builtins, name, None)
-            ok = isinstance(kind, type) and issubclass(kind, RUN_ERRORS)
-            return " ".join(text.split()) if ok else None
-    return None
+    lines = [line for line in message.splitlines() if line.strip() and not line[:1].isspace()]
+    name, sep, text = lines[-1].partition(": ") if lines else ("", "", "")
+    kind = getattr(builtins, name, None) if sep and name.isidentifier() else None
+    ok = isinstance(kind, type) and issubclass(kind, RUN_ERRORS)
+    return " ".join(text.split()) if ok else None
 
 
 def output_paths(task) -> list[str]:

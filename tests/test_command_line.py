@@ -114,3 +114,16 @@ def test_a_failed_task_record_is_one_line_only_for_input_errors():
     assert one_line.task_error.startswith("PreparedDataset failed: download of")
     rec = record(KeyError("a bug"))
     assert one_line.filter(rec) and rec.exc_info is not None and "failed    " in rec.getMessage()
+
+
+def test_the_error_line_is_read_from_the_end_of_a_logged_traceback():
+    from pipeline.command_line import traceback_error
+
+    tb = ("Will not run T(x=1) or any dependencies due to error in complete() method:\nTraceback (most recent call "
+          "last):\n  File \"a.py\", line 1, in f\n    raise ValueError(...)\nValueError: --images '/x' does not exist\n")
+    assert traceback_error(tb) == "--images '/x' does not exist"
+    assert traceback_error(tb.replace("ValueError", "FileNotFoundError")) == "--images '/x' does not exist"
+    assert traceback_error(tb.replace("ValueError", "KeyError")) is None               # a bug: traceback kept
+    chained = tb + "\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most " \
+                   "recent call last):\n  File \"b.py\", line 2, in g\nmod.sub.Oops: boom\n"
+    assert traceback_error(chained) is None                        # the last error is not a built-in input error
