@@ -45,6 +45,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):                 # one line, no usage block
+        if message.endswith("required: command"):
+            message += " (predict, explore, check or export; danet --help says what each does)"
         raise UsageError(f"{self.prog}: error: {message}")
 
 
@@ -119,10 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: no limit), got {text!r}")
+    return int(text)
+
+
 def _max_pixels(p) -> None:
     from danet.images import DEFAULT_MAX_PIXELS
 
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    p.add_argument("--max-pixels", type=_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse an image of more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
 
 
@@ -145,6 +153,21 @@ def _fail(error, status: int) -> int:
     return status
 
 
+def _writable(path: str, flag: str, kind: str) -> None:
+    """Refuse an output path before any work: ``kind`` ("folder" or "file") found as the other kind,
+    or a place that cannot be written (permissions, a read-only file system)."""
+    if os.path.exists(path) and os.path.isdir(path) != (kind == "folder"):
+        found = "a folder" if os.path.isdir(path) else "a file"
+        raise UsageError(f"{flag} {path!r}: expected a {kind}, found {found}")
+    place = os.path.abspath(path if kind == "folder" else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(place):                      # the folder that would hold what is created
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        raise UsageError(f"{flag} {path!r}: expected a {kind} path, but '{place}' is a file")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path!r}: cannot write in '{place}' (permission denied or read-only)")
+
+
 def _load(args, **overrides):
     from danet.checkpoint import assumed_settings, load_checkpoint
 
@@ -164,6 +187,7 @@ def run_predict(args) -> int:
     from danet.prediction import histogram, predict_image
 
     stems = _stems(args.images)                           # validate everything before writing anything
+    _writable(args.out, "--out", "folder")
     sizes = {path: read_image(path, args.max_pixels).shape[:2] for path in args.images}
     for path, (H, W) in sizes.items():
         for y, x in args.query or ():
@@ -224,6 +248,7 @@ def run_explore(args) -> int:
     from danet.images import read_image
 
     stems = _stems(args.images)                           # validate everything before writing anything
+    _writable(args.out, "--out", "folder")
     for path in args.images:
         read_image(path, args.max_pixels)
     model, info = _load(args)
@@ -234,7 +259,7 @@ def run_explore(args) -> int:
         image = read_image(path, args.max_pixels)
         write_explorer(os.path.join(args.out, f"{stem}_explorer.html"), model, image, names, palette,
                        title=os.path.basename(path), source=os.path.basename(info.file))
-    print(f"danet explore: {len(stems)} page(s) -> {args.out}")
+    print(f"danet explore: {len(stems)} page(s) -> {os.path.abspath(args.out)}")
     return 0
 
 
@@ -244,6 +269,8 @@ def run_check(args) -> int:
     from danet.images import read_image
     from danet.network_check import check
 
+    if args.json:
+        _writable(args.json, "--json", "file")
     image = read_image(args.image, args.max_pixels)
     model, info = _load(args)
     _warn_untrained(model)
@@ -274,6 +301,7 @@ def run_export(args) -> int:
 
     if not args.out.endswith(".npz"):
         raise UsageError(f"--out {args.out!r}: the file name must end in .npz")
+    _writable(args.out, "--out", "file")
     model, info = _load(args)
     export_npz(model, args.out, dtype=None if args.dtype is None else getattr(np, args.dtype))
     print(f"danet export: {len(model.state_dict())} arrays of the {info.backbone} DANet ({info.format} "

@@ -23,9 +23,9 @@ def read_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
         with Image.open(path) as img:
             W, H = img.size
             if max_pixels and H * W > max_pixels:
-                raise ValueError(f"image '{path}': {H}×{W} = {H * W / 1e6:.1f} Mpixel is over the limit of "
-                                 f"{max_pixels / 1e6:.1f} Mpixel (memory grows with the pixels: over 6 GiB at "
-                                 f"100 Mpixel); resize it, or raise the limit (danet: --max-pixels N)")
+                raise ValueError(f"image '{path}': {H}×{W} = {H * W:,} pixels is over the limit of {max_pixels:,} "
+                                 f"(memory grows with the pixels: over 6 GiB at 100 Mpixel); resize it, or raise "
+                                 f"the limit (danet: --max-pixels N)")
             img.load()
             if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
                 v = np.asarray(img, np.float64)                              # (H, W) in 0 ... 65535

@@ -6,8 +6,16 @@ Luigi's command line reports any exception raised while it reads the command lin
 traceback around the one line that matters. :func:`install` adds a logging filter that turns such a
 record into that line when the error is the user's (a ``ValueError``, an ``OSError`` or a Luigi
 parameter error), keeping the traceback when the command line asks for ``--log-level DEBUG``; the
-exit status stays luigi.cfg's ``[retcode] unhandled_exception``. It also registers an exit hook that,
-once the requested task is complete, prints its output's path on stdout as the last line.
+exit status stays luigi.cfg's ``[retcode] unhandled_exception``.
+
+A task can also refuse its input later: in ``complete()`` (``CheckpointReport`` hashes its
+``--checkpoint`` and lists its ``--images`` there) or in ``run()`` (a file that is not a checkpoint).
+Luigi logs those with a traceback too; when the error is a ``ValueError`` or an ``OSError`` (how this
+project refuses bad input), or a failed download, the filter makes it the one line as well, and the exit hook repeats it as
+the last line on stderr, after Luigi's summary. Once the requested task is complete, the exit hook
+instead prints its output's path on stdout as the last line.
+
+Run in a folder without a luigi.cfg, it reads the clone's (:func:`project_config`).
 
 Installed only under Luigi's own command line (``luigi`` or ``python -m luigi``), never in a test
 or a library that imports the tasks.
@@ -22,7 +30,11 @@ import logging
 import os
 import sys
 
-USER_ERRORS = (ValueError, OSError, LookupError)
+from pipeline.download import DownloadError     # no network, a server error: said in one line with what to do
+
+USER_ERRORS = (ValueError, OSError, LookupError)      # raised while the command line is read
+RUN_ERRORS = (ValueError, OSError)                    # raised by a task's complete() or run() on bad input
+DEBUG_HINT = " (--log-level DEBUG shows the traceback)"
 
 
 def under_luigi_command_line() -> bool:
@@ -46,23 +58,49 @@ def is_user_error(error: BaseException) -> bool:
 
 
 class OneLineErrors(logging.Filter):
-    """Rewrite luigi's "Uncaught exception in luigi" record of a user error as that error's one line."""
+    """Rewrite luigi's records of a user error (parameter, ``complete()``, ``run()``) as that error's one
+    line; the last one from a task is kept in ``task_error`` for the exit hook."""
 
     def __init__(self, argv):
         super().__init__()
         self.keep_traceback = traceback_wanted(argv)
+        self.task_error = None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
         error = record.exc_info[1] if record.exc_info else None
-        if record.getMessage() != "Uncaught exception in luigi" or error is None or not is_user_error(error):
+        if message == "Uncaught exception in luigi" and is_user_error(error):
+            text = one_line(error)
+        elif message.startswith("Will not run ") and (text := traceback_error(message)):
+            text = f"{message[len('Will not run '):].split('(')[0]} not run: {text}"
+            self.task_error = text
+        elif " failed    " in message and isinstance(error, RUN_ERRORS + (DownloadError,)) and record.args:
+            text = f"{getattr(record.args[-1], 'task_family', record.args[-1])} failed: {one_line(error)}"
+            self.task_error = text
+        else:
             return True
-        text = " ".join(str(error).split()) or type(error).__name__
         if self.keep_traceback:
-            record.msg, record.args = text, ()
+            record.msg, record.args = (message if message.startswith("Will not run ") else text), ()
             return True
-        record.msg, record.args = text + " (--log-level DEBUG shows the traceback)", ()
+        record.msg, record.args = text + DEBUG_HINT, ()
         record.exc_info, record.exc_text = None, None
         return True
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def traceback_error(message: str) -> str | None:
+    """The error's own line from a traceback Luigi logged as text (``ValueError: --images ...``), when
+    the error is a built-in ``ValueError`` or ``OSError`` (or a subclass); else ``None``."""
+    import builtins
+
+    lines = [line for line in message.splitlines() if line.strip() and not line[:1].isspace()]
+    name, sep, text = lines[-1].partition(": ") if lines else ("", "", "")
+    kind = getattr(builtins, name, None) if sep and name.isidentifier() else None
+    ok = isinstance(kind, type) and issubclass(kind, RUN_ERRORS)
+    return " ".join(text.split()) if ok else None
 
 
 def output_paths(task) -> list[str]:
@@ -75,10 +113,23 @@ def output_paths(task) -> list[str]:
     return [os.path.abspath(t.path) for t in luigi.task.flatten(outputs) if hasattr(t, "path")]
 
 
-def announce(argv, out=None) -> str | None:
-    """The last line of a successful run: the requested task's outputs, if it is complete. The command
-    line is read again quietly (it has been read and reported once already); ``None`` when it cannot
-    be, or the task is not complete."""
+def announce(argv, out=None, errors=None) -> str | None:
+    """The last line of a run: the requested task's outputs, if it is complete, on stdout; otherwise
+    the input error a task refused (``errors.task_error``, a :class:`OneLineErrors`) on stderr. The
+    command line is read again quietly (it has been read and reported once already); ``None`` when
+    there is nothing to say."""
+    paths = finished_outputs(argv)
+    if paths is None:
+        line = getattr(errors, "task_error", None)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        return line
+    print(paths, file=out or sys.stdout, flush=True)
+    return paths
+
+
+def finished_outputs(argv) -> str | None:
+    """``"Task: path, ..."`` of the requested task if it is complete, else ``None``."""
     import luigi.cmdline_parser
 
     if {"--help", "--help-all", "-h"} & set(argv):
@@ -92,11 +143,20 @@ def announce(argv, out=None) -> str | None:
             paths = output_paths(task)
     except (Exception, SystemExit):
         return None
-    if not paths:
+    return f"{task.task_family}: " + ", ".join(paths) if paths else None
+
+
+def project_config() -> str | None:
+    """Read the clone's luigi.cfg when ``luigi`` runs in another folder (Luigi reads ``luigi.cfg`` only
+    from the working directory): without it a failed run exits 0 ([retcode]). Not when the working
+    directory has its own luigi.cfg or ``LUIGI_CONFIG_PATH`` names one. Returns the path added."""
+    import luigi.configuration
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luigi.cfg")
+    if os.path.isfile("luigi.cfg") or "LUIGI_CONFIG_PATH" in os.environ or not os.path.isfile(path):
         return None
-    line = f"{task.task_family}: " + ", ".join(paths)
-    print(line, file=out or sys.stdout, flush=True)
-    return line
+    luigi.configuration.add_config_path(path)
+    return path
 
 
 def install(argv=None) -> bool:
@@ -104,8 +164,10 @@ def install(argv=None) -> bool:
     if not under_luigi_command_line():
         return False
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.getLogger("luigi-interface").addFilter(OneLineErrors(argv))
-    atexit.register(announce, argv)
+    project_config()
+    errors = OneLineErrors(argv)
+    logging.getLogger("luigi-interface").addFilter(errors)
+    atexit.register(announce, argv, errors=errors)
     return True
 
 

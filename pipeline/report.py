@@ -227,11 +227,15 @@ def _headline(ctx, ablation) -> str:
             f"pipeline. On the val split DANet reaches <b>{ablation['both']['miou']:.3f}</b> mIoU against the "
             f"dilated FCN's <b>{ablation['none']['miou']:.3f}</b> ({gain:+.3f}).")
     if ctx["keyed"]:
-        iou = {a: [ablation[a]["per_class_iou"][c] or 0.0 for c in ctx["keyed"]] for a in ("none", "both")}
-        text += (f" The keyed shapes, whose class only the key at the far end decides: FCN "
-                 f"{' / '.join(f'{v:.2f}' for v in iou['none'])}, DANet {' / '.join(f'{v:.2f}' for v in iou['both'])}"
-                 f" ({' / '.join(ctx['keyed'])}).")
+        iou = {a: " / ".join(_fmt(ablation[a]["per_class_iou"].get(c), 2) for c in ctx["keyed"])
+               for a in ("none", "both")}
+        text += (f" The keyed shapes, whose class only the key at the far end decides: FCN {iou['none']}, "
+                 f"DANet {iou['both']} ({' / '.join(ctx['keyed'])}).")
     return f"<p>{text}</p>"
+
+
+UNDEFINED_NOTE = ("<p>–: the class occurs neither in the val labels nor in that model's predictions, so its IoU "
+                  "is undefined and left out of the mIoU.</p>")
 
 
 def _per_class_section(ctx, ablation) -> str:
@@ -248,21 +252,26 @@ def _per_class_section(ctx, ablation) -> str:
     axes[0].invert_yaxis()
     axes[0].set_xlim(0, 1)
     axes[0].set_xlabel("IoU on the val split")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # not on a bar
     _confusion(axes[1], fig, ctx)
+    fig.tight_layout()                                              # the matrix's labels clear of the bars
     note = ("<p>The keyed classes come first: a local view cannot tell them apart, so they are where "
             "attention must help; background and key are easy for every model.</p>" if ctx["keyed"] else "")
+    if any(ablation[a]["per_class_iou"].get(c) is None for a in MODELS for c in order):
+        note += UNDEFINED_NOTE
     return (html_table(["class"] + [LABELS[a] for a in MODELS], rows) + note
             + html_img(_png(fig), "per-class IoU of the four models and DANet's confusion matrix"))
 
 
 def _confusion(ax, fig, ctx) -> None:
-    k, names = ctx["k"], ctx["names"]
-    conf = np.array(ctx["eval_both"]["confusion"], dtype=np.float64)
+    """DANet's row-normalised confusion matrix, classes in the table's order."""
+    order = class_order(ctx)
+    idx = [ctx["names"].index(c) for c in order]
+    conf = np.array(ctx["eval_both"]["confusion"], dtype=np.float64)[np.ix_(idx, idx)]
     rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("DANet's confusion matrix (rows normalised)", fontsize=9)
@@ -332,10 +341,15 @@ def carrier(ctx, knocked: dict) -> tuple[str, dict]:
     return max(loss, key=loss.get), m
 
 
+def _cost(v: float) -> str:
+    """Two decimals without a "-0.00" (a knock-out that changes nothing)."""
+    return f"{round(v, 2) + 0.0:.2f}"
+
+
 def _carrier_section(ctx, g: dict, knocked: dict) -> str:
     who, m = carrier(ctx, knocked)
     what = "keyed shapes' mean IoU" if ctx["keyed"] else "mIoU"
-    costs = f"switching PAM off costs {m['full'] - m['pam_off']:.2f}, CAM off {m['full'] - m['cam_off']:.2f}"
+    costs = f"switching PAM off costs {_cost(m['full'] - m['pam_off'])}, CAM off {_cost(m['full'] - m['cam_off'])}"
     verdict = {"neither": f"neither module alone ({costs})",
                "both": f"both modules ({costs})"}.get(who, f"<b>{who}</b> ({costs})")
     signs = [f"{sym} = {v:+.3f}" for sym, v in (("γ (PAM)", g["gamma_pam"]), ("β (CAM)", g["beta_cam"]))]
@@ -423,7 +437,8 @@ def _paper_section() -> str:
              f"{PAPER_ABLATION[a]['resnet101']:.2f}" if "resnet101" in PAPER_ABLATION[a] else "–"] for a in MODELS]
     return ("<p>Fu et al., Table 1: the same four models on <b>Cityscapes val</b> (mIoU %, dilated ResNet, "
             "full recipe). Another dataset and scale: a reference for the ordering, not a target for the numbers "
-            "above.</p>" + html_table(["model", "ResNet-50", "ResNet-101"], rows))
+            "above.</p>" + html_table(["model", "ResNet-50", "ResNet-101"], rows)
+            + "<p>–: the paper's Table 1 has no ResNet-101 run of that model.</p>")
 
 
 def _parity_section(parity) -> str:

@@ -277,10 +277,12 @@ BAD = [  # (id, argv after the command, exit status, what the message must name)
      ["--sliding", "big"]),
     ("sliding zero", ["predict", "{d}/street.png", "--checkpoint", "{d}/tiny.pt", "--sliding", "0,0"], 2, ["--sliding"]),
     ("same stem", ["predict", "{d}/street.png", "{d}/sub/street.png", "--checkpoint", "{d}/tiny.pt"], 2, ["street"]),
+    ("negative max pixels", ["predict", "{d}/street.png", "--checkpoint", "{d}/tiny.pt", "--max-pixels", "-5"], 2,
+     ["--max-pixels", "-5", ">= 0"]),
     ("check missing image", ["check", "{d}/gone.png", "--checkpoint", "{d}/tiny.pt"], 1, ["gone.png"]),
     ("export without --out", ["export", "--checkpoint", "{d}/tiny.pt"], 2, ["--out"]),
     ("export not npz", ["export", "--checkpoint", "{d}/tiny.pt", "--out", "{d}/w.txt"], 2, ["w.txt", ".npz"]),
-    ("no command", [], 2, ["command"]),
+    ("no command", [], 2, ["command", "predict, explore, check or export"]),
 ]
 
 
@@ -295,6 +297,35 @@ def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path, capsys, case,
     assert run(*argv) == status
     one_line_error(capsys, *names)
     assert list(out.iterdir()) == [], "nothing may be written on bad input"
+
+
+OUTPUTS = [  # (command and inputs, the output flag, what it must be)
+    (["predict", "{d}/street.png"], "--out", "folder"),
+    (["explore", "{d}/street.png"], "--out", "folder"),
+    (["check", "{d}/street.png"], "--json", "file"),
+    (["export"], "--out", "file"),
+]
+
+
+@pytest.mark.parametrize("argv,flag,kind", OUTPUTS, ids=[o[0][0] for o in OUTPUTS])
+def test_a_bad_output_path_is_refused_before_any_work(files, tmp_path, capsys, monkeypatch, argv, flag, kind):
+    """A file where a folder goes (or the reverse), a path under a file, or an unwritable place: one
+    line naming the flag, exit 2, and nothing created (as root, permissions are simulated)."""
+    d = files["dir"]
+    argv = [a.format(d=d) for a in argv] + ["--checkpoint", d / "tiny.pt", flag]
+    a_file, a_folder = tmp_path / "taken.npz", tmp_path / "folder.npz"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    wrong = a_file if kind == "folder" else a_folder
+    before = sorted(tmp_path.rglob("*"))
+    assert run(*argv, wrong) == 2
+    one_line_error(capsys, flag, wrong, f"expected a {kind}")
+    assert run(*argv, a_file / "sub" / "w.npz") == 2
+    one_line_error(capsys, flag, f"'{a_file}' is a file")
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(tmp_path))
+    assert run(*argv, tmp_path / "new" / "w.npz") == 2
+    one_line_error(capsys, flag, f"cannot write in '{tmp_path}'")
+    assert sorted(tmp_path.rglob("*")) == before, "nothing may be written on a bad output path"
 
 
 # --------------------------------------------------------------------------- as installed

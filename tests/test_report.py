@@ -3,7 +3,8 @@ key, one training time per model, the clustered CAM order and the shared page te
 
 import numpy as np
 
-from pipeline.report import cam_order, carrier, class_order, html_page, training_seconds
+from pipeline.report import (MODELS, UNDEFINED_NOTE, _headline, _per_class_section, cam_order, carrier,
+                             class_order, html_page, training_seconds)
 
 
 def ctx(keyed=("red-keyed shape", "blue-keyed shape")):
@@ -58,3 +59,22 @@ def test_page_template_is_self_contained():
     page = html_page("T <x>", "<p>intro</p>", [("One & two", "<p>body</p>")])
     assert page.startswith("<!DOCTYPE html>") and "<title>T &lt;x&gt;</title>" in page
     assert "<h2>One &amp; two</h2><p>body</p>" in page and "http" not in page
+
+
+def test_a_class_absent_from_val_is_undefined_not_zero():
+    """A keyed class that occurs neither in the labels nor in the predictions (the smoke preset's four
+    val images hold no red-keyed shape) has no IoU: the headline says –, not 0.00, and the table
+    explains its –."""
+    c = {**ctx(), "k": 4, "eval_both": {"confusion": np.diag([50, 0, 5, 3]).tolist()}}
+    ablation = {a: {"miou": 0.5, "pixel_accuracy": 0.9, "per_class_iou": iou(None, 0.25)} for a in MODELS}
+    assert "FCN – / 0.25, DANet – / 0.25" in _headline(c, ablation)
+    assert UNDEFINED_NOTE in _per_class_section(c, ablation)
+    ablation = {a: {"miou": 0.5, "pixel_accuracy": 0.9, "per_class_iou": iou(0.5, 0.25)} for a in MODELS}
+    assert "FCN 0.50 / 0.25" in _headline(c, ablation)
+    assert UNDEFINED_NOTE not in _per_class_section(c, ablation)
+
+
+def test_a_knock_out_that_changes_nothing_costs_0_00_not_minus():
+    from pipeline.report import _cost
+
+    assert _cost(-0.0004) == "0.00" and _cost(0.714) == "0.71" and _cost(-0.3) == "-0.30"
