@@ -88,6 +88,18 @@ PRESETS = {
 }
 
 
+def preset_for(dataset: str) -> str:
+    """The preset made for ``dataset``: the first in :data:`PRESETS` whose ``dataset`` it is
+    (synthetic: cpu, camvid: camvid, cityscapes: cityscapes, voc2012aug: voc); VOC 2012 without SBD's
+    images trains with the VOC recipe too. The tasks' default."""
+    dataset = {"voc2012": "voc2012aug"}.get(dataset, dataset)
+    for name, preset in PRESETS.items():
+        if preset.dataset == dataset:
+            return name
+    raise ValueError(f"dataset {dataset!r} has no preset of its own; name one with --preset "
+                     f"({' | '.join(PRESETS)}) or --preset-file")
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

@@ -29,7 +29,7 @@ from danet.classes import CLASS_NAMES
 from danet.head import ATTENTIONS
 from pipeline import artifacts, build, command_line, datasets
 from pipeline.artifacts import CODE_VERSION, atomic_path, read_json, write_json
-from pipeline.presets import PRESETS
+from pipeline.presets import PRESETS, preset_for
 
 logger = logging.getLogger("luigi-interface")
 SCHEDULER_FLAGS = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
@@ -96,7 +96,8 @@ def exclusive(run):
 
 class _Base(luigi.Task):
     dataset = luigi.Parameter(default="synthetic", description=" | ".join(datasets.DATASETS))
-    preset = luigi.Parameter(default="cpu", description=" | ".join(PRESETS))
+    preset = luigi.Parameter(default="", description=" | ".join(PRESETS) + "; default: the dataset's own "
+                             "(synthetic: cpu, camvid: camvid, cityscapes, voc2012 and voc2012aug: voc)")
     overrides = command_line.json_dict_parameter("--overrides", '\'{"iterations": 3000}\'', default={},
                                                  description='preset fields to change, as JSON: \'{"iterations": 3000}\'')
     preset_file = luigi.Parameter(default="", description="a TOML file of preset fields (and base = <preset>)")
@@ -114,6 +115,18 @@ class _Base(luigi.Task):
                              f"--data-root; name the dataset that lives there (--dataset camvid, ...)")
         if self.data_root:
             build.check_data_root(self.dataset, self.data_root)
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        """Luigi's parameter values, with an empty ``preset`` made the dataset's own
+        (:func:`pipeline.presets.preset_for`) -- before the task's id is computed, so ``--dataset camvid``
+        and ``--dataset camvid --preset camvid`` are one task (the built-in cpu preset trained CamVid)."""
+        values = super().get_param_values(params, args, kwargs)
+        dataset = dict(values)["dataset"]
+        if not dict(values)["preset"]:
+            datasets.dataset_class(dataset)                          # a typo is named as such first
+            values = [(k, preset_for(dataset) if k == "preset" else v) for k, v in values]
+        return values
 
     @property
     def root(self) -> str:

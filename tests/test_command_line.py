@@ -23,6 +23,8 @@ def luigi(*args, tmp_path, cwd=ROOT):
     (["--seed", "-1"], "seed must be >= 0, got -1"),
     (["--overrides", "notjson"], "--overrides: expected a JSON object"),
     (["--overrides", '{"iterations": -3}'], "iterations must be >= 1, got -3"),
+    (["--dataset", "ade20k"], "dataset 'ade20k' has no preset of its own; name one with --preset"),
+    (["--dataset", "camvd"], "camvd"),
 ])
 def test_a_bad_parameter_is_one_line_and_a_failure(tmp_path, args, says):
     res = luigi("FullReport", *args, tmp_path=tmp_path)

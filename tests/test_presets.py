@@ -72,6 +72,18 @@ def test_two_copies_of_a_dataset_never_share_results(tmp_path):
     assert PreparedDataset(**one.common()).output().path != PreparedDataset(**two.common()).output().path
 
 
+def test_without_a_preset_a_dataset_trains_with_its_own(tmp_path):
+    from tests.test_datasets import make_camvid
+
+    for split in ("train", "val"):
+        make_camvid(tmp_path, split)
+    plain = FullReport(dataset="camvid", data_root=str(tmp_path))
+    assert plain.preset == "camvid" and plain.get_preset().name == "camvid"        # was the built-in data's cpu
+    assert plain is FullReport(dataset="camvid", data_root=str(tmp_path), preset="camvid")
+    assert FullReport().preset == "cpu" and FullReport().task_id == FullReport(preset="cpu").task_id
+    assert FullReport(dataset="camvid", data_root=str(tmp_path), preset="smoke").get_preset().name == "smoke"
+
+
 def test_a_missing_or_wrong_data_root_is_refused_with_the_expected_layout(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)--data-root '.*typo' does not exist.*CamVid/"):
         PreparedDataset(dataset="camvid", data_root=str(tmp_path / "typo"))
