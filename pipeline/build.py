@@ -76,7 +76,8 @@ def check_data_root(name: str, data_root: str) -> None:
     """Refuse a ``--data-root`` that does not exist or does not hold dataset ``name``, saying what was expected."""
     cls = datasets.dataset_class(name)
     if not os.path.isdir(data_root):
-        raise ValueError(f"--data-root {data_root!r} does not exist (or is not a directory); it should hold "
+        found = "is a file, not a folder" if os.path.exists(data_root) else "does not exist"
+        raise ValueError(f"--data-root {data_root!r} {found}; it should hold "
                          f"{name} laid out as\n{datasets.expected_layout(cls)}")
     if cls.find_root(data_root) is None:
         raise ValueError(f"--data-root {data_root!r} holds no {name} data; expected under it\n"

@@ -124,7 +124,10 @@ def resolve(name: str, overrides: dict | None = None, preset_file: str | None = 
             raise ValueError(f"preset file {preset_file!r} does not exist") from None
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"preset file {preset_file!r} is not valid TOML: {err}") from None
-        preset = get_preset(fields.pop("base", name))
+        try:
+            preset = get_preset(fields.pop("base", name))
+        except ValueError as err:
+            raise ValueError(f"preset file {preset_file!r}: base: {err}") from None
         stem = os.path.splitext(os.path.basename(preset_file))[0]
         preset = with_fields(preset, {"name": stem, **fields}, where=f"preset file {preset_file!r}")
     if overrides:

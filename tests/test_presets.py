@@ -87,6 +87,9 @@ def test_without_a_preset_a_dataset_trains_with_its_own(tmp_path):
 def test_a_missing_or_wrong_data_root_is_refused_with_the_expected_layout(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)--data-root '.*typo' does not exist.*CamVid/"):
         PreparedDataset(dataset="camvid", data_root=str(tmp_path / "typo"))
+    (tmp_path / "camvid.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"(?s)--data-root '.*camvid.zip' is a file, not a folder.*CamVid/"):
+        PreparedDataset(dataset="camvid", data_root=str(tmp_path / "camvid.zip"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"(?s)holds no voc2012 data; expected under it\n.*VOCdevkit"):
         PreparedDataset(dataset="voc2012", data_root=str(tmp_path / "empty"))
@@ -218,3 +221,10 @@ def test_the_camvid_preset_runs_on_full_size_camvid(tmp_path):
 
     label = read_label(data / "CamVid" / "valannot" / "0016E5_00000.png")       # (360, 480), void = 11
     assert sum(map(sum, result["confusion"])) == int((label != 11).sum())      # scored at full label resolution
+
+
+def test_a_preset_file_with_an_unknown_base_is_named(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "cpuu"\n')
+    with pytest.raises(ValueError, match=r"preset file '.*mine.toml': base: unknown preset 'cpuu'"):
+        resolve("cpu", None, str(f))
