@@ -13,9 +13,11 @@ On a real dataset (``--dataset camvid --data-root DIR``) it prints, per seed, th
 model and the gap, then every class's IoU for each model as mean and range over the seeds; there
 is no bar: the numbers are what they are.
 
-Usage: ``python benchmarks/bench_ablation.py [--preset cpu] [--seeds 0 1 2] [--root artifacts] [--all-four]
+Usage: ``python benchmarks/bench_ablation.py [--preset PRESET] [--seeds 0 1 2] [--root artifacts] [--all-four]
 [--key-share] [--dataset camvid --data-root DIR]``; ``--preset tutorial --seeds 0 1 2 3 4 --key-share`` is
 the seed study of notebook 09, ``--dataset camvid --preset camvid --data-root DIR`` the README's CamVid table.
+``--preset`` defaults to the dataset's own, as the pipeline's (synthetic: cpu, camvid: camvid). A bad
+``--dataset``, ``--preset``, ``--seeds`` or ``--data-root`` is refused in one line (exit 2) before any work.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ import numpy as np
 
 import pipeline
 from pipeline.artifacts import read_json, write_json
-from pipeline.build import load_dataset, read_dataset
+from pipeline import datasets
+from pipeline.build import check_data_root, load_dataset, read_dataset
 from pipeline.knockout import key_share, knock_out
+from pipeline.presets import preset_for, resolve
 
 KEYED = ("red-keyed shape", "blue-keyed shape")
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--preset", default="", help="default: the dataset's own (synthetic: cpu, camvid: camvid)")
     ap.add_argument("--dataset", default="synthetic", help="synthetic (built-in) or a real dataset, e.g. camvid")
     ap.add_argument("--data-root", default="", help="where the real dataset lies (as FullReport's --data-root)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -48,6 +52,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    _refuse_bad_options(ap, args)
     config = luigi.configuration.get_config()
     config.set("pipeline", "root", args.root)
     config.set("pipeline", "progress", "false")
@@ -56,9 +61,7 @@ def main(argv=None) -> dict:
     synthetic = args.dataset == "synthetic"
     if args.key_share and not synthetic:
         ap.error("--key-share measures the built-in dataset's key; it needs --dataset synthetic")
-    tasks = {(s, a): pipeline.Evaluation(dataset=args.dataset, data_root=args.data_root, preset=args.preset,
-                                         seed=s, attention=a)
-             for s in args.seeds for a in attentions}
+    tasks = {(s, a): _evaluation(args, s, a) for s in args.seeds for a in attentions}
     t0 = time.time()
     ok = luigi.build(list(tasks.values()), local_scheduler=True, workers=args.workers)
     if not ok:
@@ -99,6 +102,35 @@ def main(argv=None) -> dict:
     worst = min(r["gap"] for r in rows.values())
     print(f"smallest gap over seeds: {worst:+.3f} ({'meets' if worst >= 0.10 else 'misses'} the 0.10 bar)")
     return _write(args.json, {"preset": args.preset, "per_seed": rows, "min_gap": worst})
+
+
+def _evaluation(args, seed: int, attention: str) -> pipeline.Evaluation:
+    """The pipeline's evaluation of one model of the study."""
+    return pipeline.Evaluation(dataset=args.dataset, data_root=args.data_root, preset=args.preset, seed=seed,
+                               attention=attention)
+
+
+def _refuse_bad_options(ap: argparse.ArgumentParser, args) -> None:
+    """A bad option as one line naming it, exit 2 (``ap.error``), before any work: the pipeline's own
+    checks (the dataset registry, :func:`pipeline.presets.resolve`, :func:`pipeline.build.check_data_root`,
+    and the tasks' check of the seed), in the order a reader would fix them. Fills in ``--preset``."""
+    def refuse(flag: str, err: ValueError):
+        ap.error(str(err) if str(err).startswith(flag) else f"{flag}: {err}")
+
+    for flag, check in (("--dataset", lambda: datasets.dataset_class(args.dataset)),
+                        ("--preset", lambda: resolve(args.preset or preset_for(args.dataset))),
+                        ("--data-root", lambda: args.data_root and args.dataset != "synthetic"
+                         and check_data_root(args.dataset, args.data_root))):
+        try:
+            check()
+        except ValueError as err:
+            refuse(flag, err)
+    args.preset = args.preset or preset_for(args.dataset)
+    for seed in args.seeds:
+        try:
+            _evaluation(args, seed, "none")           # the task checks the seed, and --data-root with synthetic
+        except ValueError as err:
+            refuse("--data-root" if str(err).startswith("--data-root") else "--seeds", err)
 
 
 def _iou(v) -> str:

@@ -76,3 +76,51 @@ def test_bench_network_runs_an_oblong_image_in_float64(monkeypatch):
     result = bench_network.main(["--quick", "--size", "40x56", "--dtype", "float64", "--threads", "1"])
     assert result["image"] == [40, 56] and result["feature_map"] == [5, 7] and result["dtype"] == "float64"
     assert result["fused_max_rel_diff"] <= 1e-12 and result["numpy_seconds"] > 0 and result["torch_seconds"] > 0
+
+
+
+def test_bench_ablation_refuses_a_bad_option_in_one_line_before_any_work(tmp_path, capsys):
+    """docs/camvid.md quotes bench_ablation as a command to copy: a bad --dataset, --preset, --seeds or
+    --data-root is one line naming the option, what it expected and what it found, exit 2 (not a
+    ValueError's traceback), and nothing is written under --root."""
+    import pytest
+
+    from benchmarks import bench_ablation
+
+    cases = {("--preset", "nope"): ["--preset: unknown preset 'nope'", "'camvid'"],
+             ("--seeds", "0", "-1"): ["--seeds: seed must be >= 0, got -1"],
+             ("--seeds", "x"): ["--seeds", "invalid int value: 'x'"],
+             ("--dataset", "nope"): ["--dataset: unknown dataset 'nope'", "'camvid'"],
+             ("--dataset", "ade20k"): ["--preset:", "'ade20k' has no preset"],
+             ("--data-root", str(tmp_path)): ["--data-root", "'synthetic' is generated"],
+             ("--dataset", "camvid", "--data-root", str(tmp_path / "gone")): [
+                 f"--data-root '{tmp_path / 'gone'}' does not exist", "CamVid/{train,val,test}"],
+             ("--dataset", "camvid", "--data-root", str(tmp_path)): [
+                 f"--data-root '{tmp_path}' holds no camvid data", "CamVid/{train,val,test}"]}
+    out = tmp_path / "artifacts"
+    for args, expected in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            bench_ablation.main([*args, "--root", str(out)])
+        stderr = capsys.readouterr().err
+        assert exit_.value.code == 2, (args, stderr)
+        assert len([line for line in stderr.splitlines() if "error:" in line]) == 1, (args, stderr)
+        assert all(e in stderr for e in expected), (args, stderr)
+        assert not out.exists(), args
+
+
+def test_bench_ablation_as_a_command_says_a_bad_data_root_without_a_traceback(tmp_path):
+    """The command docs/camvid.md quotes, run as a program with a --data-root that does not exist."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    gone = tmp_path / "gone"
+    done = subprocess.run([sys.executable, "benchmarks/bench_ablation.py", "--dataset", "camvid", "--preset", "camvid",
+                           "--data-root", str(gone), "--seeds", "0", "1", "2", "--root", str(tmp_path / "artifacts")],
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"bench_ablation.py: error: --data-root '{gone}' does not exist; it should hold camvid" in done.stderr
+    assert not (tmp_path / "artifacts").exists()
