@@ -1,5 +1,6 @@
 """The attention of one image, read from a model's backbone features A: the PAM rows of a few
-query pixels, the CAM matrix, and which feature cell and which query pixels to show.
+query pixels, the CAM matrix and the channel order it is shown in, and which feature cell and which
+query pixels to show.
 
 The explicit PAM forms an N×N matrix (4 GiB in float32 for a 1024×2048 image, N = 32,768);
 :func:`pam_rows` computes only the q rows it is asked for, q×N numbers, and
@@ -60,6 +61,27 @@ def cam_matrix(model, A: torch.Tensor) -> torch.Tensor | None:
     if not hasattr(head, "sc"):
         return None
     return head.sc.attention(head.conv5c(A))[0]                        # (C, C)
+
+
+@torch.no_grad()
+def cam_energy(model, A: torch.Tensor) -> torch.Tensor | None:
+    """The CAM energy X = A'·A'ᵀ (C, C) of the image, A' = conv5c(A) the module's input; None without CAM."""
+    head = model.head
+    if not hasattr(head, "sc"):
+        return None
+    return head.sc.forward_with_intermediates(head.conv5c(A))[1]["X"][0]  # (C, C)
+
+
+def cam_order(X: np.ndarray) -> np.ndarray:
+    """The order in which the CAM matrix is shown (rows and columns alike): channels with similar energy
+    rows X = A·Aᵀ (C, C) side by side, the leaves of an average-linkage clustering of the rows
+    (correlation distance). The order of channels in a network means nothing; sorted, blocks appear."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    rows = np.asarray(X, np.float64) - np.mean(X, axis=1, keepdims=True)   # (C, C)
+    flat = np.linalg.norm(rows, axis=1) == 0                          # a constant row has no correlation
+    rows[flat] = np.random.default_rng(0).normal(size=(int(flat.sum()), X.shape[1])) * 1e-12
+    return leaves_list(linkage(rows, method="average", metric="correlation"))
 
 
 def region_queries(label: np.ndarray, max_queries: int = 3, min_share: float = 0.05) -> list[tuple[int, int]]:

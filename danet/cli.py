@@ -10,7 +10,8 @@
 
 ``predict`` writes, per image (named after its stem), ``<stem>_segmentation.png`` (class colours),
 ``<stem>_overlay.png`` (the photo with the colours and a legend) and ``<stem>_attention.png`` (the
-PAM rows of the query pixels over the photo, and the CAM matrix), then ``predictions.json``.
+PAM rows of the query pixels over the photo, and the CAM matrix in clustered channel order, as the
+FullReport shows it: :func:`danet.attention_maps.cam_order`), then ``predictions.json``.
 ``check`` runs the NumPy reference (``refimpl.danet_forward``) and PyTorch on one image and prints
 the max relative error of every stage; it exits 3 if the overall error is above the project's bar
 (1e-10 in float64, 1e-4 in float32). ``export`` writes the network's weights as an ``.npz`` for

@@ -61,7 +61,7 @@ def overlay_figure(image: np.ndarray, label: np.ndarray, names, palette, alpha: 
     return fig
 
 
-def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, title: str = ""):
+def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, title: str = "", cam_order=None):
     """PAM attention rows of the query pixels over the photo, one panel each, and the CAM matrix.
 
     Parameters
@@ -72,6 +72,8 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
         drawn stretched over the photo with bilinear smoothing, its peak circled in cyan.
     cam : (C, C) channel attention matrix (None: no CAM).
     gammas : ``{"gamma_pam": γ, "beta_cam": β}`` shown in the titles.
+    cam_order : (C,) the channel order to show ``cam`` in, rows and columns alike
+        (:func:`danet.attention_maps.cam_order`, clustered; None: the network's order), said in the title.
     """
     plt = _plt()
     H, W = image.shape[:2]
@@ -105,9 +107,11 @@ def attention_figure(image: np.ndarray, queries, rows, cam=None, gammas=None, ti
     if cam is not None:
         ax = axes.pop(0)
         b = gammas.get("beta_cam")
-        im = ax.imshow(np.asarray(cam), cmap="viridis")
-        ax.set_title(f"CAM attention ({cam.shape[0]}×{cam.shape[1]})" + (f", β={b:.3g}" if b is not None else ""),
-                     fontsize=9)
+        order = np.arange(len(cam)) if cam_order is None else np.asarray(cam_order)
+        im = ax.imshow(np.asarray(cam)[np.ix_(order, order)], cmap="viridis")
+        ax.set_title(f"CAM attention ({cam.shape[0]}×{cam.shape[1]}, "
+                     + ("network" if cam_order is None else "clustered") + " channel order)"
+                     + (f", β={b:.3g}" if b is not None else ""), fontsize=9)
         ax.set_xlabel("channel attended to", fontsize=8)
         ax.set_ylabel("channel", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -127,7 +131,7 @@ def prediction_pngs(image: np.ndarray, result: dict, names, palette, title: str 
     return {"segmentation": array_png(colorize(result["label"], palette)),
             "overlay": png_bytes(overlay_figure(image, result["label"], names, palette, title=title)),
             "attention": png_bytes(attention_figure(image, result["queries"], result["pam_rows"], result["cam"],
-                                                    gammas, title=title))}
+                                                    gammas, title=title, cam_order=result.get("cam_order")))}
 
 
 def array_png(rgb: np.ndarray) -> bytes:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from danet.attention_maps import cam_matrix, feature_cell, pam_rows, region_queries
+from danet.attention_maps import cam_energy, cam_matrix, cam_order, feature_cell, pam_rows, region_queries
 from danet.preprocess import normalize
 
 
@@ -117,7 +117,8 @@ def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None 
     """Everything ``danet predict`` shows of one uint8 (H, W, 3) image.
 
     Returns ``{"label": (H, W) int64 argmax classes, "queries": [(y, x)], "cells": [(i, j)] their
-    feature cells, "pam_rows": (q, h, w) or None, "cam": (C, C) or None, "gamma_pam", "beta_cam"}``;
+    feature cells, "pam_rows": (q, h, w) or None, "cam": (C, C) or None, "cam_order": (C,) the order it is
+    shown in (:func:`danet.attention_maps.cam_order`) or None, "gamma_pam", "beta_cam"}``;
     ``queries`` default to one pixel per large predicted class (:func:`region_queries`).
     """
     H, W = image.shape[:2]
@@ -130,7 +131,7 @@ def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None 
     rows, cam = pam_rows(model, A, cells), cam_matrix(model, A)
     return {"label": label, "queries": queries, "cells": cells,
             "pam_rows": None if rows is None else rows.numpy(), "cam": None if cam is None else cam.numpy(),
-            **model.gammas()}
+            "cam_order": None if cam is None else cam_order(cam_energy(model, A).numpy()), **model.gammas()}
 
 
 def histogram(label: np.ndarray, names) -> dict:

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from danet import figures  # noqa: E402
 from danet.classes import CLASS_NAMES, SYNTHETIC_COLOURS, class_set  # noqa: E402
-from danet.attention_maps import cam_matrix, feature_cell, pam_rows  # noqa: E402
+from danet.attention_maps import cam_energy, cam_matrix, cam_order, feature_cell, pam_rows  # noqa: E402
 from pipeline.artifacts import environment, read_jsonl  # noqa: E402
 from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -88,7 +88,8 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str
     """Per image, the PAM attention row of one query pixel over the photo (the row computed at feature
     resolution, q×N, by :func:`danet.attention_maps.pam_rows`) with its share per class beside each class's
     share of the area; the CAM matrix averaged over the images, channels in clustered order
-    (:func:`cam_order`), if the model has CAM. Returns (PAM figure URIs, CAM figure URI or None,
+    (:func:`danet.attention_maps.cam_order` of the mean energy, as ``danet predict`` shows one image's), if the
+    model has CAM. Returns (PAM figure URIs, CAM figure URI or None,
     records, mean CAM matrix in the original channel order or None)."""
     model.eval()
     k = dataset.NUM_CLASSES
@@ -103,8 +104,7 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str
         cam = cam_matrix(model, A)                                    # (C_i, C_i) or None
         if cam is not None:
             cams.append(cam.numpy())
-            F_ = model.head.conv5c(A).flatten(2)[0]                   # (C_i, N)
-            energies.append((F_ @ F_.T).numpy())                      # X = A·Aᵀ (C_i, C_i)
+            energies.append(cam_energy(model, A).numpy())             # X = A·Aᵀ (C_i, C_i)
         fig = figures.attention_figure(denormalize(image), queries, rows.numpy(), None, model.gammas(),
                                        title=f"{title}: val image {i}, query pixel at the white cross")
         uris.append(_png(fig))
@@ -116,20 +116,9 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str
         return uris, None, records, None
     cam = np.mean(cams, axis=0)                                       # (C_i, C_i)
     order = cam_order(np.mean(energies, axis=0))
-    fig = figures.attention_figure(denormalize(image), [], None, cam[np.ix_(order, order)], model.gammas(),
-                                   title=f"{title}: CAM matrix, mean over {len(cams)} images, clustered channel order")
+    fig = figures.attention_figure(denormalize(image), [], None, cam, model.gammas(), cam_order=order,
+                                   title=f"{title}: CAM matrix, mean over {len(cams)} images")
     return uris, _png(fig), records, cam
-
-
-def cam_order(X: np.ndarray) -> np.ndarray:
-    """A channel order that puts channels with similar energy rows X = A·Aᵀ (C, C) side by side: the
-    leaves of an average-linkage clustering of the rows (correlation distance)."""
-    from scipy.cluster.hierarchy import leaves_list, linkage
-
-    rows = X - X.mean(1, keepdims=True)
-    flat = np.linalg.norm(rows, axis=1) == 0                          # a constant row has no correlation
-    rows[flat] = np.random.default_rng(0).normal(size=(int(flat.sum()), X.shape[1])) * 1e-12
-    return leaves_list(linkage(rows, method="average", metric="correlation"))
 
 
 def _mass_per_class(row: np.ndarray, label: np.ndarray, k: int) -> dict:

@@ -3,7 +3,7 @@ key, one training time per model, the clustered CAM order and the shared page te
 
 import numpy as np
 
-from pipeline.report import (MODELS, UNDEFINED_NOTE, _headline, _per_class_section, cam_order, carrier,
+from pipeline.report import (MODELS, UNDEFINED_NOTE, _headline, _per_class_section, carrier,
                              class_order, html_page, training_seconds)
 
 
@@ -43,16 +43,63 @@ def test_training_time_is_the_trainers_clock_over_resumes():
     assert training_seconds({"seconds": 40.4, "train": {}}) == 40.4
 
 
-def test_cam_order_puts_each_block_of_similar_channels_together():
+def test_cam_order_is_a_permutation_that_puts_each_planted_block_together():
+    """Three planted blocks of similar energy rows, channels shuffled: the order visits every channel once
+    and each block in one run (shuffled back would be three runs; the shuffle itself is many)."""
+    from danet.attention_maps import cam_order
+
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1, 2], 5)                                  # 15 channels in 3 groups
     X = np.where(groups[:, None] == groups[None, :], 10.0, 0.0) + rng.normal(0, 0.1, (15, 15))
     X = (X + X.T) / 2
     shuffle = rng.permutation(15)
+    assert (np.diff(groups[shuffle]) != 0).sum() > 2                  # the planted blocks are broken up
     order = cam_order(X[np.ix_(shuffle, shuffle)])
     assert sorted(order) == list(range(15))
     seen = groups[shuffle][order]
     assert (np.diff(seen) != 0).sum() == 2, seen                      # three runs: one per group
+
+
+def test_danet_predict_shows_the_cam_matrix_in_the_reports_clustered_order(monkeypatch):
+    """One image through ``danet predict``'s attention figure and through the report's CAM figure (mean
+    over that one image): the same matrix in the same channel order, the clustered one (not the
+    network's), and both figures say so."""
+    import torch
+
+    from danet import DANet, figures
+    from danet.classes import palette
+    from danet.prediction import predict_image
+    from danet.preprocess import normalize
+    from pipeline.report import attention_figures
+    from tests.test_network_parity import randomise
+
+    torch.manual_seed(0)
+    model = randomise(DANet(4, "tiny"), seed=3).eval()
+    image = np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    shown, draw = [], figures.attention_figure
+
+    def spy(*args, **kwargs):
+        fig = draw(*args, **kwargs)
+        shown.extend((ax.get_title(), ax.images[0].get_array().data.copy()) for ax in fig.axes
+                     if ax.get_title().startswith("CAM attention"))
+        return fig
+
+    monkeypatch.setattr(figures, "attention_figure", spy)
+    result = predict_image(model, image)
+    figures.prediction_pngs(image, result, ["a", "b", "c", "d"], palette("synthetic"))
+
+    class OneImage(list):
+        NUM_CLASSES = 4
+
+    _, _, _, cam = attention_figures(model, OneImage([(normalize(image)[0], torch.zeros(40, 48, dtype=torch.long))]),
+                                     1, False, "DANet")
+    (title_predict, predict), (title_report, report) = shown
+    assert "clustered channel order" in title_predict and "clustered channel order" in title_report
+    np.testing.assert_allclose(predict, report, rtol=1e-5, atol=1e-7)
+    order = result["cam_order"]
+    assert sorted(order) == list(range(len(cam))) and list(order) != list(range(len(cam)))
+    np.testing.assert_allclose(predict, result["cam"][np.ix_(order, order)], rtol=1e-6)
+    assert not np.allclose(predict, result["cam"], rtol=1e-3)         # not the network's order
 
 
 def test_page_template_is_self_contained():
