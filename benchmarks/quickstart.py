@@ -12,8 +12,13 @@ instead: opening a file (``xdg-open``/``open`` PATH: the file must exist and not
 paths the later commands use (``synthetic-cpu`` -> ``synthetic-smoke``, ``synthetic/cpu/`` ->
 ``synthetic/smoke/``): the whole sequence in minutes instead of the default preset's training.
 
-Usage: ``python benchmarks/quickstart.py [--preset smoke] [--keep DIR] [--json FILE]``. Exit status
-0 when every command succeeded; the table of seconds per command is printed either way.
+``--only COMMAND`` (repeatable) runs only the Quick start commands typed so, and ``--venv DIR`` lends
+the clone an installed virtualenv instead of the one ``make venv`` builds (:func:`borrow_venv`; nothing
+is installed or written into it): ``--only "make lab" --venv .venv`` times ``make lab`` alone.
+
+Usage: ``python benchmarks/quickstart.py [--preset smoke] [--only COMMAND] [--venv DIR] [--keep DIR]
+[--json FILE]``. Exit status 0 when every command succeeded; the table of seconds per command is
+printed either way.
 """
 
 from __future__ import annotations
@@ -57,10 +62,23 @@ def adapt(command: str, preset: str | None) -> str:
     if opener:
         return f"test -s {opener.group(2)} && echo 'would open {opener.group(2)}'"
     if command == "make lab":                               # start it, wait for the server, stop its process group
-        return (f"setsid make lab > lab.log 2>&1 & lab=$!; for i in $(seq {LAB_SECONDS}); do "
-                "grep -q 'is running at' lab.log && break; sleep 1; done; "
+        return (f"setsid make lab > lab.log 2>&1 & lab=$!; for i in $(seq {LAB_SECONDS * 10}); do "
+                "grep -q 'is running at' lab.log && break; sleep 0.1; done; "
                 "grep -m1 'is running at' lab.log; ok=$?; kill -- -$lab; exit_ok() { return $ok; }; exit_ok")
     return command
+
+
+def borrow_venv(venv: Path, clone: Path) -> None:
+    """Make ``clone/.venv`` the installed virtualenv ``venv``: a folder whose ``bin`` links to ``venv``'s,
+    with an ``.installed`` stamp newer than the clone's Makefile and pyproject.toml, so that ``make``
+    sees the virtualenv built and installs nothing (``venv`` itself is only read)."""
+    shim = clone / ".venv"
+    shim.mkdir()
+    (shim / "bin").symlink_to(venv.resolve() / "bin")
+    stamp = shim / ".installed"
+    stamp.touch()
+    newest = max((clone / name).stat().st_mtime for name in ("Makefile", "pyproject.toml"))
+    os.utime(stamp, (newest + 1, newest + 1))
 
 
 def shell_script(commands: list[str]) -> str:
@@ -101,14 +119,26 @@ def run(commands: list[str], clone: Path) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default=None, help="run make report with this preset (e.g. smoke) and adapt the paths")
+    ap.add_argument("--only", action="append", default=None, metavar="COMMAND",
+                    help="run only this Quick start command, as typed (repeatable), e.g. --only 'make lab'")
+    ap.add_argument("--venv", default=None, help="an installed virtualenv the clone uses as its .venv (make installs nothing)")
     ap.add_argument("--keep", default=None, help="clone into this (new) folder and keep it")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     typed = quick_start((ROOT / "README.md").read_text())
+    if args.only:
+        unknown = [c for c in args.only if c not in typed]
+        if unknown:
+            ap.error(f"--only {unknown[0]!r} is not a Quick start command; expected one of {typed}")
+        typed = [c for c in typed if c in args.only]
+    if args.venv and not os.access(Path(args.venv) / "bin" / "python", os.X_OK):
+        ap.error(f"--venv {args.venv!r} holds no virtualenv: expected {Path(args.venv) / 'bin' / 'python'}")
     commands = [adapt(c, args.preset) for c in typed]
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="quickstart-"))
     clone = work / "danet"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    if args.venv:
+        borrow_venv(Path(args.venv), clone)
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"fresh clone of {head} in {clone}; {len(commands)} commands from the README's Quick start")
     results = run(commands, clone)

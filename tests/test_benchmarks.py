@@ -124,3 +124,34 @@ def test_bench_ablation_as_a_command_says_a_bad_data_root_without_a_traceback(tm
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"bench_ablation.py: error: --data-root '{gone}' does not exist; it should hold camvid" in done.stderr
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_quickstart_times_make_lab_alone_with_a_lent_virtualenv(tmp_path):
+    """``quickstart.py --only "make lab" --venv DIR`` (how docs/benchmarks.md times ``make lab``): a fresh
+    clone runs that one command, make installs nothing (the lent virtualenv's stamp is left as it was),
+    JupyterLab reports its server running and is stopped; an --only that is not a Quick start command
+    is refused in one line."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from benchmarks import quickstart
+
+    venv = Path(sys.prefix)
+    stamp = venv / ".installed"
+    before = stamp.stat().st_mtime if stamp.exists() else None
+    out = tmp_path / "q.json"
+    assert quickstart.main(["--only", "make lab", "--venv", str(venv), "--keep", str(tmp_path / "clone"),
+                            "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["typed"] == ["make lab"] and len(result["results"]) == 1 and result["ok"]
+    assert "is running at" in result["results"][0]["last_line"][0]
+    log = (tmp_path / "clone" / "danet" / "lab.log").read_text()
+    assert "pip install" not in log and os.path.islink(tmp_path / "clone" / "danet" / ".venv" / "bin")
+    assert (stamp.stat().st_mtime if stamp.exists() else None) == before
+    with pytest.raises(SystemExit) as exit_:
+        quickstart.main(["--only", "make lap"])
+    assert exit_.value.code == 2
