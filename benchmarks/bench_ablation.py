@@ -13,7 +13,7 @@ On a real dataset (``--dataset camvid --data-root DIR``) it prints, per seed, th
 model and the gap, then every class's IoU for each model as mean and range over the seeds; there
 is no bar: the numbers are what they are.
 
-Usage: ``python benchmarks/bench_ablation.py [--preset cpu] [--seeds 0 1 2] [--root artifacts] [--all-four]
+Usage: ``python benchmarks/bench_ablation.py [--preset P (default: the dataset's own)] [--seeds 0 1 2] [--root artifacts] [--all-four]
 [--key-share] [--dataset camvid --data-root DIR]``; ``--preset tutorial --seeds 0 1 2 3 4 --key-share`` is
 the seed study of notebook 09, ``--dataset camvid --preset camvid --data-root DIR`` the README's CamVid table.
 """
@@ -35,9 +35,12 @@ from pipeline.knockout import key_share, knock_out
 KEYED = ("red-keyed shape", "blue-keyed shape")
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; ``--preset`` defaults to the dataset's own, as the pipeline's tasks do."""
+    from pipeline.presets import preset_for
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--preset", default="", help="default: the dataset's own (synthetic: cpu, camvid: camvid)")
     ap.add_argument("--dataset", default="synthetic", help="synthetic (built-in) or a real dataset, e.g. camvid")
     ap.add_argument("--data-root", default="", help="where the real dataset lies (as FullReport's --data-root)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -48,14 +51,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    if args.key_share and args.dataset != "synthetic":
+        ap.error("--key-share measures the built-in dataset's key; it needs --dataset synthetic")
+    try:
+        args.preset = args.preset or preset_for(args.dataset)
+    except ValueError as err:
+        ap.error(str(err))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     config = luigi.configuration.get_config()
     config.set("pipeline", "root", args.root)
     config.set("pipeline", "progress", "false")
     logging.getLogger("luigi-interface").setLevel(logging.WARNING)
     attentions = ("none", "pam", "cam", "both") if args.all_four else ("none", "both")
     synthetic = args.dataset == "synthetic"
-    if args.key_share and not synthetic:
-        ap.error("--key-share measures the built-in dataset's key; it needs --dataset synthetic")
     tasks = {(s, a): pipeline.Evaluation(dataset=args.dataset, data_root=args.data_root, preset=args.preset,
                                          seed=s, attention=a)
              for s in args.seeds for a in attentions}

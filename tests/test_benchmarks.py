@@ -76,3 +76,13 @@ def test_bench_network_runs_an_oblong_image_in_float64(monkeypatch):
     result = bench_network.main(["--quick", "--size", "40x56", "--dtype", "float64", "--threads", "1"])
     assert result["image"] == [40, 56] and result["feature_map"] == [5, 7] and result["dtype"] == "float64"
     assert result["fused_max_rel_diff"] <= 1e-12 and result["numpy_seconds"] > 0 and result["torch_seconds"] > 0
+
+
+def test_bench_ablation_trains_a_real_dataset_with_its_own_preset_by_default():
+    # the tasks' --preset defaults to the dataset's own; the benchmark kept "cpu" (the built-in data's)
+    # for --dataset camvid too
+    from benchmarks.bench_ablation import parse_args
+
+    assert parse_args([]).preset == "cpu"
+    assert parse_args(["--dataset", "camvid", "--data-root", "/data"]).preset == "camvid"
+    assert parse_args(["--dataset", "camvid", "--preset", "smoke"]).preset == "smoke"
