@@ -455,18 +455,31 @@ def _class_names(meta) -> tuple | None:
 # the pipeline's record beside a project checkpoint
 
 
+def _folders(checkpoint: str) -> list:
+    """The checkpoint's folder and, for a symbolic link, its target's: where its record may lie."""
+    return list(dict.fromkeys(os.path.dirname(p) for p in (os.path.abspath(checkpoint), os.path.realpath(checkpoint))))
+
+
 def record_beside(checkpoint: str) -> dict | None:
     """The ``params.json`` beside a checkpoint as a dict -- for ``<model dir>/work/ckpt_*.pt`` the one a
-    folder up, where ``pipeline.tasks.TrainedModel`` writes it -- or None where there is none."""
-    folder = os.path.dirname(os.path.abspath(checkpoint))
-    for candidate in (folder, os.path.dirname(folder)) if os.path.basename(folder) == "work" else (folder,):
-        try:
-            with open(os.path.join(candidate, "params.json")) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
-        return record if isinstance(record, dict) else None
+    folder up, where ``pipeline.tasks.TrainedModel`` writes it; for a link, else beside its target --
+    or None where there is none."""
+    for folder in _folders(checkpoint):
+        for candidate in (folder, os.path.dirname(folder)) if os.path.basename(folder) == "work" else (folder,):
+            record = _read_record(os.path.join(candidate, "params.json"))
+            if record is not False:
+                return record
     return None
+
+
+def _read_record(path: str):
+    """The JSON file at ``path`` if it is a dict, None if it is not; False where it cannot be read."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return record if isinstance(record, dict) else None
 
 
 def trained_record(checkpoint: str) -> dict | None:
@@ -487,14 +500,16 @@ def check_record_is_this_file(record: dict, checkpoint: str) -> None:
     The pipeline records the SHA-256 of the ``model.pt`` it wrote; a file with other bytes in that
     folder (another run's ``model.pt`` copied over it) would otherwise take this run's settings.
     A ``work/ckpt_*.pt`` is not what the record hashes: it carries its own settings. A record
-    without the hash (written before it was recorded) cannot be checked."""
-    folder = os.path.dirname(os.path.abspath(checkpoint))
+    without the hash (written before it was recorded) cannot be checked. A link is checked against
+    the record beside it, else beside its target (:func:`record_beside`)."""
+    beside = [os.path.join(f, "params.json") for f in _folders(checkpoint)]
+    beside = [path for path in beside if os.path.isfile(path)]
     expected = record.get("model_sha256")
-    if expected is None or not os.path.isfile(os.path.join(folder, "params.json")):
+    if expected is None or not beside:
         return
     if file_sha256(checkpoint) != expected:
         raise ValueError(f"checkpoint '{checkpoint}' is not the model.pt that "
-                         f"'{os.path.join(folder, 'params.json')}' describes (its sha256 differs from the "
+                         f"'{beside[0]}' describes (its sha256 differs from the "
                          f"recorded model_sha256): move the file out of that folder and give its settings "
                          f"(load_checkpoint(..., multi_grid=..., output_stride=..., dilated=..., cam_variant=...)), "
                          f"or put it back beside its own params.json")

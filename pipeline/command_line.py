@@ -149,11 +149,13 @@ def finished_outputs(argv) -> str | None:
 def project_config() -> str | None:
     """Read the clone's luigi.cfg when ``luigi`` runs in another folder (Luigi reads ``luigi.cfg`` only
     from the working directory): without it a failed run exits 0 ([retcode]). Not when the working
-    directory has its own luigi.cfg or ``LUIGI_CONFIG_PATH`` names one. Returns the path added."""
+    directory has its own luigi.cfg (or client.cfg, Luigi's older name, which it reads there too) or
+    ``LUIGI_CONFIG_PATH`` names one: the clone's would be read after it and override it. Returns the path added."""
     import luigi.configuration
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luigi.cfg")
-    if os.path.isfile("luigi.cfg") or "LUIGI_CONFIG_PATH" in os.environ or not os.path.isfile(path):
+    own = any(os.path.isfile(name) for name in ("luigi.cfg", "client.cfg"))
+    if own or "LUIGI_CONFIG_PATH" in os.environ or not os.path.isfile(path):
         return None
     luigi.configuration.add_config_path(path)
     return path

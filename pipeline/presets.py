@@ -88,16 +88,19 @@ PRESETS = {
 }
 
 
-def preset_for(dataset: str) -> str:
+def preset_for(dataset: str, preset_file: str = "") -> str:
     """The preset made for ``dataset``: the first in :data:`PRESETS` whose ``dataset`` it is
     (synthetic: cpu, camvid: camvid, cityscapes: cityscapes, voc2012aug: voc); VOC 2012 without SBD's
-    images trains with the VOC recipe too. The tasks' default."""
+    images trains with the VOC recipe too. The tasks' default. A dataset with none (ADE20K) gets ``""``
+    under a ``preset_file``, whose ``base`` must then name one (:func:`resolve`); without, it is refused."""
     dataset = {"voc2012": "voc2012aug"}.get(dataset, dataset)
     for name, preset in PRESETS.items():
         if preset.dataset == dataset:
             return name
+    if preset_file:
+        return ""
     raise ValueError(f"dataset {dataset!r} has no preset of its own; name one with --preset "
-                     f"({' | '.join(PRESETS)}) or --preset-file")
+                     f"({' | '.join(PRESETS)}) or --preset-file with base = \"<preset>\"")
 
 
 def get_preset(name: str) -> Preset:
@@ -113,7 +116,7 @@ def resolve(name: str, overrides: dict | None = None, preset_file: str | None = 
     ``name``); the result is named after the file. Every field is checked by name and type
     (:func:`with_fields`); :func:`validate` then checks that the values make sense together.
     """
-    preset = get_preset(name)
+    preset = get_preset(name) if name or not preset_file else None    # "": the file's base names it
     if preset_file:
         import tomllib
 
@@ -125,7 +128,10 @@ def resolve(name: str, overrides: dict | None = None, preset_file: str | None = 
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"preset file {preset_file!r} is not valid TOML: {err}") from None
         try:
-            preset = get_preset(fields.pop("base", name))
+            base = fields.pop("base", name)
+            if not base:
+                raise ValueError(f"no base = \"<preset>\" in the file and no --preset; name one of {sorted(PRESETS)}")
+            preset = get_preset(base)
         except ValueError as err:
             raise ValueError(f"preset file {preset_file!r}: base: {err}") from None
         stem = os.path.splitext(os.path.basename(preset_file))[0]

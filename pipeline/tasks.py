@@ -120,12 +120,14 @@ class _Base(luigi.Task):
     def get_param_values(cls, params, args, kwargs):
         """Luigi's parameter values, with an empty ``preset`` made the dataset's own
         (:func:`pipeline.presets.preset_for`) -- before the task's id is computed, so ``--dataset camvid``
-        and ``--dataset camvid --preset camvid`` are one task (the built-in cpu preset trained CamVid)."""
+        and ``--dataset camvid --preset camvid`` are one task (the built-in cpu preset trained CamVid). A
+        dataset without a preset of its own keeps it empty under a ``--preset-file``, whose ``base`` names it."""
         values = super().get_param_values(params, args, kwargs)
-        dataset = dict(values)["dataset"]
-        if not dict(values)["preset"]:
-            datasets.dataset_class(dataset)                          # a typo is named as such first
-            values = [(k, preset_for(dataset) if k == "preset" else v) for k, v in values]
+        given = dict(values)
+        if not given["preset"]:
+            datasets.dataset_class(given["dataset"])                 # a typo is named as such first
+            own = preset_for(given["dataset"], preset_file=given["preset_file"])
+            values = [(k, own if k == "preset" else v) for k, v in values]
         return values
 
     @property

@@ -155,3 +155,24 @@ def test_quickstart_times_make_lab_alone_with_a_lent_virtualenv(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         quickstart.main(["--only", "make lap"])
     assert exit_.value.code == 2
+
+
+def test_bench_ablation_trains_a_real_dataset_with_its_own_preset_by_default(tmp_path):
+    # the tasks' --preset defaults to the dataset's own; the benchmark kept "cpu" (the built-in data's)
+    # for --dataset camvid too
+    import argparse
+
+    from benchmarks.bench_ablation import _refuse_bad_options
+    from tests.test_datasets import make_camvid
+
+    for split in ("train", "val"):
+        make_camvid(tmp_path, split)
+
+    def preset(**given):
+        args = argparse.Namespace(**{"dataset": "synthetic", "preset": None, "data_root": "", "seeds": [0], **given})
+        _refuse_bad_options(argparse.ArgumentParser(), args)
+        return args.preset
+
+    assert preset() == "cpu"
+    assert preset(dataset="camvid", data_root=str(tmp_path)) == "camvid"
+    assert preset(dataset="camvid", data_root=str(tmp_path), preset="smoke") == "smoke"

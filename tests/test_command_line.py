@@ -129,3 +129,23 @@ def test_the_error_line_is_read_from_the_end_of_a_logged_traceback():
     chained = tb + "\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most " \
                    "recent call last):\n  File \"b.py\", line 2, in g\nmod.sub.Oops: boom\n"
     assert traceback_error(chained) is None                        # the last error is not a built-in input error
+
+
+def test_the_clone_s_luigi_cfg_is_read_only_where_the_folder_has_no_config_of_its_own(tmp_path, monkeypatch):
+    # Luigi reads client.cfg (its older name) from the working directory too; the clone's luigi.cfg,
+    # added after it, overrode that folder's own settings
+    import luigi.configuration
+
+    from pipeline.command_line import project_config
+
+    added = []
+    monkeypatch.setattr(luigi.configuration, "add_config_path", added.append)
+    monkeypatch.delenv("LUIGI_CONFIG_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert project_config() == str(ROOT / "luigi.cfg") and added == [str(ROOT / "luigi.cfg")]
+    for own in ("client.cfg", "luigi.cfg"):
+        (tmp_path / own).write_text("[retcode]\ntask_failed = 7\n")
+        assert project_config() is None and len(added) == 1, own
+        (tmp_path / own).unlink()
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(tmp_path / "mine.cfg"))
+    assert project_config() is None and len(added) == 1

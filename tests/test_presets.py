@@ -228,3 +228,22 @@ def test_a_preset_file_with_an_unknown_base_is_named(tmp_path):
     f.write_text('base = "cpuu"\n')
     with pytest.raises(ValueError, match=r"preset file '.*mine.toml': base: unknown preset 'cpuu'"):
         resolve("cpu", None, str(f))
+
+
+def test_a_dataset_without_a_preset_of_its_own_trains_with_a_preset_file_s_base(tmp_path):
+    # ADE20K has no preset: "name one with --preset or --preset-file" was said, but a --preset-file
+    # with base = "cityscapes" was refused by the same message (the empty --preset was resolved first)
+    from pipeline import TrainedModel
+
+    based = tmp_path / "ade.toml"
+    based.write_text('base = "cityscapes"\niterations = 5\n')
+    task = TrainedModel(dataset="ade20k", preset_file=str(based))
+    preset = task.get_preset()
+    assert (preset.name, preset.iterations, preset.multi_grid) == ("ade", 5, (4, 8, 16))
+    bare = tmp_path / "bare.toml"
+    bare.write_text("iterations = 5\n")
+    with pytest.raises(ValueError, match=r"preset file '.*bare.toml': base: no base = \"<preset>\" in the file"):
+        TrainedModel(dataset="ade20k", preset_file=str(bare))
+    with pytest.raises(ValueError, match=r"dataset 'ade20k' has no preset of its own"):
+        TrainedModel(dataset="ade20k")
+    assert TrainedModel(dataset="synthetic", preset_file=str(bare)).get_preset().batch_size == PRESETS["cpu"].batch_size

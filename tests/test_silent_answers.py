@@ -172,6 +172,28 @@ def test_a_model_pt_copied_over_another_run_s_is_refused_by_its_recorded_sha256(
         load_checkpoint(str(tmp_path / "model.pt"))
 
 
+def test_a_link_to_a_run_s_model_pt_loads_with_the_record_beside_its_target(tmp_path):
+    # `ln -s <run>/model.pt danet.pt`: the record was looked for beside the link only, so a multi-grid
+    # model loaded as a plain-grid one (with a warning that the settings were assumed)
+    import hashlib
+    import json
+
+    from danet import DANet
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir(), elsewhere.mkdir()
+    torch.save(DANet(4, "tiny", multi_grid=(2, 3)).state_dict(), run / "model.pt")
+    sha256 = hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()
+    (run / "params.json").write_text(json.dumps({**_record(4, multi_grid=[2, 3]), "model_sha256": sha256}))
+    (elsewhere / "danet.pt").symlink_to(run / "model.pt")
+    info = load_checkpoint(str(elsewhere / "danet.pt"))[1]
+    assert info.multi_grid == (2, 3) and info.sources["multi_grid"] == "params.json"
+    torch.save(DANet(4, "tiny").state_dict(), elsewhere / "other.pt")             # another file, linked in
+    (run / "other.pt").symlink_to(elsewhere / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt' is not the model.pt that '.*run/params.json' describes"):
+        load_checkpoint(str(run / "other.pt"))
+
+
 def test_multi_grid_without_dilation_is_refused():
     # dilated=False promises no dilation, but a multi_grid (a preset's, kept under an override
     # dilated=False) dilated layer4 by (2, 3) anyway: another receptive field than asked for
