@@ -55,21 +55,20 @@ def pam_rows(model, A: torch.Tensor, cells) -> torch.Tensor | None:
 
 
 @torch.no_grad()
+def cam_maps(model, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The CAM attention (C, C) of the image (row c: how channel c mixes the others) and its energy
+    X = A'·A'ᵀ (C, C), A' = conv5c(A) the module's input, from one pass; None without CAM."""
+    head = model.head
+    if not hasattr(head, "sc"):
+        return None
+    _, parts = head.sc.forward_with_intermediates(head.conv5c(A))
+    return parts["attention"][0], parts["X"][0]                       # (C, C), (C, C)
+
+
 def cam_matrix(model, A: torch.Tensor) -> torch.Tensor | None:
-    """The CAM attention (C, C) of the image (row c: how channel c mixes the others); None without CAM."""
-    head = model.head
-    if not hasattr(head, "sc"):
-        return None
-    return head.sc.attention(head.conv5c(A))[0]                        # (C, C)
-
-
-@torch.no_grad()
-def cam_energy(model, A: torch.Tensor) -> torch.Tensor | None:
-    """The CAM energy X = A'·A'ᵀ (C, C) of the image, A' = conv5c(A) the module's input; None without CAM."""
-    head = model.head
-    if not hasattr(head, "sc"):
-        return None
-    return head.sc.forward_with_intermediates(head.conv5c(A))[1]["X"][0]  # (C, C)
+    """The CAM attention (C, C) of :func:`cam_maps`; None without CAM."""
+    maps = cam_maps(model, A)
+    return None if maps is None else maps[0]
 
 
 def cam_order(X: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from danet.attention_maps import cam_energy, cam_matrix, cam_order, feature_cell, pam_rows, region_queries
+from danet.attention_maps import cam_maps, cam_order, feature_cell, pam_rows, region_queries
 from danet.preprocess import normalize
 
 
@@ -128,10 +128,10 @@ def predict_image(model, image: np.ndarray, queries=None, sliding: tuple | None 
     label = probs.argmax(1)[0].numpy()                                # (H, W)
     queries = [tuple(q) for q in (queries or region_queries(label))]
     cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
-    rows, cam = pam_rows(model, A, cells), cam_matrix(model, A)
+    rows, cam = pam_rows(model, A, cells), cam_maps(model, A)          # cam: (attention, energy X) or None
     return {"label": label, "queries": queries, "cells": cells,
-            "pam_rows": None if rows is None else rows.numpy(), "cam": None if cam is None else cam.numpy(),
-            "cam_order": None if cam is None else cam_order(cam_energy(model, A).numpy()), **model.gammas()}
+            "pam_rows": None if rows is None else rows.numpy(), "cam": None if cam is None else cam[0].numpy(),
+            "cam_order": None if cam is None else cam_order(cam[1].numpy()), **model.gammas()}
 
 
 def histogram(label: np.ndarray, names) -> dict:

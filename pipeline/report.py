@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from danet import figures  # noqa: E402
 from danet.classes import CLASS_NAMES, SYNTHETIC_COLOURS, class_set  # noqa: E402
-from danet.attention_maps import cam_energy, cam_matrix, cam_order, feature_cell, pam_rows  # noqa: E402
+from danet.attention_maps import cam_maps, cam_order, feature_cell, pam_rows  # noqa: E402
 from pipeline.artifacts import environment, read_jsonl  # noqa: E402
 from pipeline.build import load_dataset, load_trained  # noqa: E402
 from pipeline.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -101,10 +101,10 @@ def attention_figures(model, dataset, n_images: int, synthetic: bool, title: str
         queries = query_pixels(label.numpy(), synthetic, k)[:1]
         cells = [feature_cell(y, x, H, W, h, w, model.align_corners) for y, x in queries]
         rows = pam_rows(model, A, cells)                              # (1, h, w)
-        cam = cam_matrix(model, A)                                    # (C_i, C_i) or None
+        cam = cam_maps(model, A)                                      # (attention, energy X) or None
         if cam is not None:
-            cams.append(cam.numpy())
-            energies.append(cam_energy(model, A).numpy())             # X = A·Aᵀ (C_i, C_i)
+            cams.append(cam[0].numpy())                               # (C_i, C_i)
+            energies.append(cam[1].numpy())                           # X = A·Aᵀ (C_i, C_i)
         fig = figures.attention_figure(denormalize(image), queries, rows.numpy(), None, model.gammas(),
                                        title=f"{title}: val image {i}, query pixel at the white cross")
         uris.append(_png(fig))
