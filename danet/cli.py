@@ -148,8 +148,13 @@ def main(argv=None) -> int:
         return _fail("interrupted", 130)
 
 
+def one_line(error) -> str:
+    """An error's message on one line (its whitespace runs, newlines included, made one space)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _fail(error, status: int) -> int:
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = one_line(error)
     print(text if text.startswith("danet") else f"danet: error: {text}", file=sys.stderr)
     return status
 

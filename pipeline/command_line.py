@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 
+from danet.cli import one_line                  # an error's message on one line, as danet prints it
 from pipeline.download import DownloadError     # no network, a server error: said in one line with what to do
 
 USER_ERRORS = (ValueError, OSError, LookupError)      # raised while the command line is read
@@ -85,10 +86,6 @@ class OneLineErrors(logging.Filter):
         record.msg, record.args = text + DEBUG_HINT, ()
         record.exc_info, record.exc_text = None, None
         return True
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def traceback_error(message: str) -> str | None:
