@@ -499,6 +499,7 @@ def report(c: Campaign) -> dict:
 
 def bench_gpu(c: Campaign) -> dict:
     from benchmarks import bench_gpu as bench
+    from pipeline.artifacts import read_json
 
     path = os.path.join(c.work, "bench_gpu.json")
     if c.device == "cuda":
@@ -513,8 +514,7 @@ def bench_gpu(c: Campaign) -> dict:
         rc = bench.main(argv + ["--json", path])
     finally:                                                          # rewritten after each row: a run cut
         if os.path.exists(path):                                      # short keeps the rows it measured
-            with open(path) as f:
-                c.results["bench_gpu"] = {"argv": argv, **json.load(f)}
+            c.results["bench_gpu"] = {"argv": argv, **read_json(path)}
     if rc != 0:
         errors = [f"{r['backbone']} {r['task']} {r['size']}: {r['error']}" for r in c.results["bench_gpu"]["rows"]
                   if "error" in r]
